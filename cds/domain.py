@@ -1,0 +1,282 @@
+"""Typed objects that cross stage boundaries.
+
+Each stage reads what the previous one wrote and nothing else, so these types are the contract:
+the listener produces :class:`InstanceRecord`, the pipeline hands :class:`StudyInput` /
+:class:`CaseInput` to models, models return :class:`StudyAnalysis` / :class:`RecurrenceResult`,
+and the writers turn those into DICOM and FHIR. Large arrays (masks, heatmaps) never travel
+inside these objects: they are ``.npy`` files referenced by :class:`ArrayFile`, relative to the
+job's work folder, so a result row in the store stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+NOT_FOR_CLINICAL_USE = "Trained on synthetic data, not for clinical use."
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------------
+# Intake
+# ----------------------------------------------------------------------------------------------
+
+
+class PatientRef(Frozen):
+    """Who the data belongs to. PHI: never log these fields; log :attr:`key` instead."""
+
+    patient_id: str = ""
+    issuer: str = ""
+    name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable, non-identifying key for logs and the store (hash of issuer and id)."""
+        import hashlib
+
+        return hashlib.sha256(f"{self.issuer}\x00{self.patient_id}".encode()).hexdigest()[:16]
+
+
+class InstanceRecord(Frozen):
+    """One DICOM instance durably in the spool and indexed in the store."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    path: Path
+    transfer_syntax_uid: str = ""
+    size_bytes: int = 0
+    calling_ae: str = ""
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class StudyInput(Frozen):
+    """What a study-level model sees: one study, one modality, its instances on disk."""
+
+    study_instance_uid: str
+    modality: str
+    patient: PatientRef
+    instances: list[InstanceRecord]
+    accession_number: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+
+
+class ModelIdentity(Frozen):
+    """Names one algorithm for the Contributing Equipment Sequence, FHIR method and Provenance."""
+
+    name: str
+    version: str
+    manufacturer: str = "breast-cds open-source project"
+    device_uid: str
+    synthetic_trained: bool = True
+    intended_use: str = ""
+    card: Path | None = None
+
+    @property
+    def notice(self) -> str:
+        return NOT_FOR_CLINICAL_USE if self.synthetic_trained else ""
+
+
+class ArrayFile(Frozen):
+    """A numpy array saved as ``.npy`` under a job's work folder (path relative to it)."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def save(cls, base: Path, rel: str, array: np.ndarray) -> "ArrayFile":
+        target = base / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(target, array)
+        return cls(path=rel, shape=tuple(int(s) for s in array.shape), dtype=str(array.dtype))
+
+    def load(self, base: Path) -> np.ndarray:
+        return np.load(base / self.path)
+
+
+class Calibrated(Frozen):
+    """A calibrated probability and the decision taken at the card's operating threshold."""
+
+    probability: float = Field(ge=0.0, le=1.0)
+    threshold: float = Field(ge=0.0, le=1.0)
+    threshold_name: str = "youden"
+
+    @property
+    def positive(self) -> bool:
+        return self.probability >= self.threshold
+
+
+MammoClass = Literal["normal", "benign", "in_situ", "invasive"]
+MAMMO_CLASSES: tuple[str, ...] = ("normal", "benign", "in_situ", "invasive")
+
+
+class Lesion(Frozen):
+    """A localized lesion in one image; coordinates are (column, row) in source pixels."""
+
+    tracking_id: str
+    tracking_uid: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    polygon: list[tuple[float, float]]  # closed contour, first point repeated at the end
+    mask: ArrayFile  # uint8 0/1, shape (Rows, Columns) of the source image
+    score: float = Field(ge=0.0, le=1.0)
+    area_mm2: float | None = None
+
+
+class MammoImageFinding(Frozen):
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    laterality: Literal["L", "R", ""] = ""
+    view: str = ""  # CC, MLO, ...
+    rows: int
+    columns: int
+    pixel_spacing_mm: tuple[float, float] | None = None
+    class_probabilities: dict[str, float]  # calibrated, keys from MAMMO_CLASSES
+    malignancy: Calibrated  # P(in situ) + P(invasive)
+    grade_probabilities: list[float] = Field(default_factory=list)  # ordinal, cumulative-link
+    lesions: list[Lesion] = Field(default_factory=list)
+    heatmap: ArrayFile | None = None  # float32 saliency in [0,1], any shape (writer resamples)
+
+    @property
+    def predicted_class(self) -> str:
+        return max(self.class_probabilities, key=self.class_probabilities.__getitem__)
+
+
+class MammographyResult(Frozen):
+    images: list[MammoImageFinding]
+    exam_malignancy: Calibrated  # per exam: max over images
+    tta_applied: bool = False
+
+
+class SlideTile(Frozen):
+    """A tile at the analysis level, in that level's pixel coordinates."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    attention: float
+    probability: float | None = None
+    image: ArrayFile | None = None  # RGB uint8 thumbnail for the report
+
+
+class PathomicsFeatures(Frozen):
+    """Per-slide summaries of nuclear morphology and k=5 nearest-neighbour cell-graph topology.
+
+    Named scalar features (mean/std/quantiles) are in :attr:`values`; the recurrence model reads
+    them by name. Units: micrometres and square micrometres.
+    """
+
+    n_nuclei: int
+    til_density_per_mm2: float
+    morphology: dict[str, float]
+    topology: dict[str, float]
+
+
+class SlideResult(Frozen):
+    sop_instance_uids: list[str]  # every level instance of the slide that was read
+    series_instance_uid: str
+    base_sop_instance_uid: str  # the highest-resolution level (the SEG's reference)
+    base_rows: int  # total pixel matrix rows of the base level
+    base_columns: int
+    tile_rows: int  # the base level's frame (tile) size, for a tiled SEG
+    tile_columns: int
+    pixel_spacing_mm: tuple[float, float] | None = None
+    metastasis: Calibrated
+    attention_map: ArrayFile  # float32 in [0,1]; grid over the base level (any resolution)
+    tumour_probability_map: ArrayFile | None = None  # float32 in [0,1], same grid
+    top_tiles: list[SlideTile] = Field(default_factory=list)
+    tiles_stage1: int = 0
+    tiles_stage2: int = 0
+    pathomics: PathomicsFeatures | None = None
+    embedding: list[float] = Field(default_factory=list)  # slide-level deep features
+
+
+class UltrasoundResult(Frozen):
+    sop_instance_uid: str
+    series_instance_uid: str
+    lesion_box: tuple[float, float, float, float]
+    box_source: Literal["user", "sr", "automatic"]
+    radiomics: dict[str, float]
+    deep_features: list[float]
+
+
+class StudyAnalysis(Frozen):
+    """Everything one study-level model said about one study."""
+
+    study_instance_uid: str
+    modality: str
+    patient: PatientRef
+    model: ModelIdentity
+    work_dir: Path  # base for every ArrayFile in this object
+    mammography: MammographyResult | None = None
+    slide: SlideResult | None = None
+    ultrasound: UltrasoundResult | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ----------------------------------------------------------------------------------------------
+# Patient case (recurrence)
+# ----------------------------------------------------------------------------------------------
+
+
+class SourceRef(Frozen):
+    """An input a result was derived from: a FHIR resource or a DICOM object."""
+
+    kind: Literal["Observation", "DiagnosticReport", "ImagingStudy", "DicomInstance", "Patient"]
+    reference: str  # "Observation/123" or a SOP Instance UID
+    display: str = ""
+
+
+class ClinicalContext(Frozen):
+    """Clinical variables read from FHIR (or an offline bundle), each with where it came from."""
+
+    values: dict[str, float | str] = Field(default_factory=dict)
+    sources: dict[str, SourceRef] = Field(default_factory=dict)
+    ultrasound_report_text: str = ""
+    ultrasound_report_ref: SourceRef | None = None
+    fhir_patient_ref: str = ""  # "Patient/123" when found on a server
+
+
+class CaseInput(Frozen):
+    """What the recurrence model sees for one patient: the latest result of every modality."""
+
+    patient: PatientRef
+    clinical: ClinicalContext
+    slide: SlideResult | None = None
+    ultrasound: UltrasoundResult | None = None
+    slide_study_uid: str = ""
+    ultrasound_study_uid: str = ""
+    work_dir: Path
+
+
+class RecurrenceResult(Frozen):
+    model: ModelIdentity
+    risk_score: float
+    risk_group: Literal["high", "low"]
+    cutoff: float
+    absolute_risk: dict[int, float]  # years -> probability of recurrence by then
+    modalities_present: list[str]
+    modalities_missing: list[str]
+    inputs: list[SourceRef]
+    created_at: datetime = Field(default_factory=utcnow)
