@@ -70,7 +70,7 @@ class ModelRegistry:
 def build_registry(settings: Settings, factories: tuple[str, ...] = MODEL_FACTORIES) -> ModelRegistry:
     """Import each factory and keep the models that load; record why the others did not."""
     registry = ModelRegistry()
-    for path in factories:
+    for path in (*factories, *settings.extra_model_factories):
         if path in settings.disabled_models or path.split(".")[-2] in settings.disabled_models:
             registry.unavailable[path] = "disabled in settings"
             continue

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -51,11 +52,13 @@ class Settings(BaseSettings):
     ae_title: str = Field("CDS", description="Our AE title (called AE expected by the SCP).")
     host: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")
     port: int = Field(11112, description="DICOM listener port.")
-    allowed_aes: list[str] = Field(
+    allowed_aes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Calling AE titles allowed to associate; empty allows all.",
     )
-    max_pdu: int = Field(0, description="Maximum PDU size we accept (0 = unlimited).")
+    max_pdu: int = Field(
+        262144, description="Maximum PDU we accept; large PDUs cut per-PDU overhead (0 = unlimited, which dcmtk mishandles)."
+    )
     # --- store, spool, workers ------------------------------------------------------------
     data_dir: Path = Field(Path("./cds-data"), description="Spool, store and job work folders.")
     database_url: str = Field(
@@ -110,12 +113,16 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         None, description="Folder of ONNX weights and cards; empty = the shipped ones."
     )
-    disabled_models: list[str] = Field(default_factory=list)
+    disabled_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    extra_model_factories: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Import paths of a site's own model modules (each with load(settings)).",
+    )
     tta: bool = Field(False, description="Test-time adaptation of normalization statistics.")
     # --- logging --------------------------------------------------------------------------
     log_level: str = Field("INFO")
 
-    @field_validator("allowed_aes", "disabled_models", mode="before")
+    @field_validator("allowed_aes", "disabled_models", "extra_model_factories", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         """Accept ``CDS_ALLOWED_AES=A,B`` as well as a JSON/TOML list."""

@@ -1,0 +1,93 @@
+"""Worker pool over the persisted job queue.
+
+Jobs live in the store, not in memory: a worker claims one (with a lease), runs its handler, and
+marks it done, queued again with exponential backoff, or dead with the reason. A service killed
+mid-job leaves the job 'running'; the next start requeues it (``Store.recover_orphans``) and
+handlers are idempotent, so it simply runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from cds.settings import Settings
+from cds.store import Job, Store, worker_name
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], str | None]
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed as it stands (bad input, unsupported data): dead-letter now."""
+
+
+def backoff_delay(settings: Settings, attempt: int) -> float:
+    return min(settings.job_backoff_base_s * (2 ** max(attempt - 1, 0)), settings.job_backoff_max_s)
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings, store: Store, handlers: dict[str, Handler]) -> None:
+        self.settings = settings
+        self.store = store
+        self.handlers = handlers
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def run_one(self, worker: str) -> bool:
+        """Claim and run one due job; False when none is due."""
+        job = self.store.claim_job(worker, self.settings.job_lease_s)
+        if job is None:
+            return False
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            self.store.fail_job(job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None)
+            return True
+        log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
+        try:
+            note = handler(job)
+        except PermanentJobError as exc:
+            self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None)
+            log.error("job %d dead: %s", job.id, exc)
+        except Exception as exc:  # retried with backoff until max_attempts, then dead
+            delay = backoff_delay(self.settings, job.attempts)
+            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=delay)
+            log.exception("job %d failed (attempt %d), now %s", job.id, job.attempts, state)
+        else:
+            self.store.finish_job(job.id, note or "")
+            log.info("job %d done%s", job.id, f": {note}" if note else "")
+        return True
+
+    def drain(self, worker: str = "") -> int:
+        """Run due jobs in this thread until none is due (used by `cds analyze` and tests)."""
+        n = 0
+        name = worker or worker_name("drain")
+        while self.run_one(name):
+            n += 1
+        return n
+
+    def _loop(self, index: int) -> None:
+        name = worker_name(f"w{index}")
+        while not self._stop.is_set():
+            try:
+                ran = self.run_one(name)
+            except Exception:  # the store itself failed; keep the worker alive
+                log.exception("worker %s: claiming a job failed", name)
+                ran = False
+            if not ran:
+                self._stop.wait(0.5)
+
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._loop, args=(i,), name=f"cds-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs; a job in progress finishes (or is recovered after restart)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()

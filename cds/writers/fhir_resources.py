@@ -1,0 +1,225 @@
+"""FHIR R4 resources for the results: RiskAssessment, DiagnosticReport (with the PDF), Provenance.
+
+Every resource carries an identifier in :data:`RESULT_SYSTEM` built from study, model, version
+and output type: the dispatcher's conditional create (``If-None-Exist: identifier=...``) makes a
+re-send a no-op on the server. References to things that may not exist as resources on the
+server (the ImagingStudy, the DICOM SR, the algorithm as a Device) are *logical* references by
+identifier (``urn:dicom:uid`` / ``urn:oid:``), which any R4 server stores without resolving.
+Each resource is validated with fhir.resources (R4B) before it is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from cds.domain import (
+    Calibrated,
+    ClinicalContext,
+    ModelIdentity,
+    PatientRef,
+    RecurrenceResult,
+    SourceRef,
+)
+from cds.settings import Settings
+
+RESULT_SYSTEM = "urn:breast-cds:result"
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
+MODEL_SYSTEM = "urn:breast-cds:model"
+
+
+class FhirValidationError(ValueError):
+    """An outgoing resource failed validation; names the resource and the failing field."""
+
+
+def validate(resource: dict[str, Any]) -> dict[str, Any]:
+    """Validate with fhir.resources R4B and return the resource as the model serialises it."""
+    rtype = resource.get("resourceType", "")
+    try:
+        cls = get_fhir_model_class(rtype)
+        model = cls.model_validate(resource)
+    except Exception as exc:
+        ident = (resource.get("identifier") or [{}])[0].get("value", "?")
+        raise FhirValidationError(f"{rtype} {ident} is not a valid FHIR R4 resource: {exc}") from exc
+    return json.loads(model.model_dump_json(exclude_none=True))
+
+
+def result_tag(key: str) -> dict[str, str]:
+    """A meta.tag derived from the output key: the conditional-create handle for resources
+    without an ``identifier`` element (Provenance), searchable everywhere as ``_tag``."""
+    return {"system": RESULT_SYSTEM, "code": hashlib.sha256(key.encode()).hexdigest()[:32]}
+
+
+def _clean(value: Any) -> Any:
+    """Drop None values and empty lists so optional parts can be written inline."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None and v != []}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write(resource: dict[str, Any], path: Path) -> Path:
+    """Validate, then write the resource as JSON (the outbox payload)."""
+    body = validate(_clean(resource))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1))
+    return path
+
+
+def identifier(key: str) -> dict[str, str]:
+    return {"system": RESULT_SYSTEM, "value": key}
+
+
+def patient_reference(settings: Settings, patient: PatientRef, clinical: ClinicalContext | None = None
+                      ) -> dict[str, Any]:
+    """A reference to the patient: the server's Patient when known, else a logical one."""
+    if clinical is not None and clinical.fhir_patient_ref:
+        return {"reference": clinical.fhir_patient_ref}
+    system = settings.fhir_issuer_systems.get(patient.issuer, settings.fhir_patient_identifier_system)
+    return {"type": "Patient", "identifier": {"system": system, "value": patient.patient_id or "unknown"}}
+
+
+def dicom_reference(uid: str, rtype: str | None, display: str) -> dict[str, Any]:
+    ref: dict[str, Any] = {"identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"},
+                           "display": display}
+    if rtype:
+        ref["type"] = rtype
+    return ref
+
+
+def device_reference(model: ModelIdentity) -> dict[str, Any]:
+    return {"type": "Device", "identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{model.device_uid}"},
+            "display": f"{model.name} {model.version}"}
+
+
+def source_reference(src: SourceRef) -> dict[str, Any]:
+    if src.kind in ("Observation", "DiagnosticReport", "Patient") and "/" in src.reference:
+        return {"reference": src.reference, "display": src.display or src.kind}
+    if src.kind == "ImagingStudy":
+        return dicom_reference(src.reference, "ImagingStudy", src.display or "Imaging study")
+    return dicom_reference(src.reference, None, src.display or "DICOM object")
+
+
+def _method(model: ModelIdentity) -> dict[str, Any]:
+    return {"coding": [{"system": MODEL_SYSTEM, "code": f"{model.name}|{model.version}",
+                        "display": f"{model.name} {model.version}"}],
+            "text": f"{model.name} version {model.version}"}
+
+
+def _qualitative(high: bool) -> dict[str, Any]:
+    code = "high" if high else "low"
+    return {"coding": [{"system": RISK_PROBABILITY_SYSTEM, "code": code,
+                        "display": "High likelihood" if high else "Low likelihood"}]}
+
+
+def _notes(model: ModelIdentity, extra: str = "") -> list[dict[str, str]]:
+    notes = [n for n in (model.notice, extra) if n]
+    return [{"text": n} for n in notes]
+
+
+def risk_assessment_binary(*, key: str, settings: Settings, patient: PatientRef, model: ModelIdentity,
+                           outcome: str, calibrated: Calibrated, study_uid: str, sr_uid: str | None,
+                           when: datetime, clinical: ClinicalContext | None = None) -> dict[str, Any]:
+    """RiskAssessment for a calibrated binary prediction (mammography malignancy, LN metastasis)."""
+    basis = [dicom_reference(study_uid, "ImagingStudy", "Imaging study analysed")]
+    if sr_uid:
+        basis.append(dicom_reference(sr_uid, None, "DICOM SR (TID 1500) with the findings"))
+    return {
+        "resourceType": "RiskAssessment",
+        "identifier": [identifier(key)],
+        "status": "final",
+        "subject": patient_reference(settings, patient, clinical),
+        "occurrenceDateTime": when.isoformat(),
+        "method": _method(model),
+        "performer": device_reference(model),
+        "basis": basis,
+        "prediction": [{
+            "outcome": {"text": outcome},
+            "probabilityDecimal": round(float(calibrated.probability), 6),
+            "qualitativeRisk": _qualitative(calibrated.positive),
+            "rationale": f"calibrated probability {calibrated.probability:.3f}; decision threshold "
+                         f"{calibrated.threshold:.3f} ({calibrated.threshold_name})",
+        }],
+        "note": _notes(model),
+    }
+
+
+def risk_assessment_recurrence(*, key: str, settings: Settings, patient: PatientRef,
+                               rec: RecurrenceResult, clinical: ClinicalContext,
+                               extra_basis: list[dict[str, Any]]) -> dict[str, Any]:
+    """RiskAssessment for recurrence: one prediction per horizon (whenRange 0..N years)."""
+    preds = []
+    for years, p in sorted(rec.absolute_risk.items()):
+        preds.append({
+            "outcome": {"text": "Breast cancer recurrence"},
+            "probabilityDecimal": round(float(p), 6),
+            "qualitativeRisk": _qualitative(rec.risk_group == "high"),
+            "whenRange": {"low": {"value": 0, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"},
+                          "high": {"value": int(years), "unit": "a", "system": "http://unitsofmeasure.org",
+                                   "code": "a"}},
+            "rationale": f"risk score {rec.risk_score:.3f}; group {rec.risk_group} "
+                         f"(cut-off {rec.cutoff:.3f}, training median)",
+        })
+    basis = [source_reference(s) for s in rec.inputs] + extra_basis
+    missing = ", ".join(rec.modalities_missing)
+    return {
+        "resourceType": "RiskAssessment",
+        "identifier": [identifier(key)],
+        "status": "final",
+        "subject": patient_reference(settings, patient, clinical),
+        "occurrenceDateTime": rec.created_at.isoformat(),
+        "method": _method(rec.model),
+        "performer": device_reference(rec.model),
+        "basis": basis or None,
+        "prediction": preds,
+        "note": _notes(rec.model, f"inputs missing: {missing}" if missing else ""),
+    }
+
+
+def diagnostic_report(*, key: str, settings: Settings, patient: PatientRef, clinical: ClinicalContext,
+                      conclusion: str, pdf: bytes, study_uids: list[str], when: datetime,
+                      results_basis: list[dict[str, Any]]) -> dict[str, Any]:
+    """A DiagnosticReport carrying the clinician PDF (presentedForm) and a one-line conclusion."""
+    return {
+        "resourceType": "DiagnosticReport",
+        "identifier": [identifier(key)],
+        "status": "preliminary",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "OTH",
+                                  "display": "Other"}], "text": "AI decision support"}],
+        "code": {"coding": [{"system": MODEL_SYSTEM, "code": "breast-cds-report",
+                             "display": "Breast cancer decision-support report"}],
+                 "text": "Breast cancer decision-support report (AI)"},
+        "subject": patient_reference(settings, patient, clinical),
+        "effectiveDateTime": when.isoformat(),
+        "issued": when.isoformat(),
+        "imagingStudy": [dicom_reference(u, "ImagingStudy", "Imaging study") for u in study_uids] or None,
+        "conclusion": conclusion,
+        "presentedForm": [{"contentType": "application/pdf", "language": "en",
+                           "data": base64.b64encode(pdf).decode(), "title": "Decision-support report",
+                           "creation": when.isoformat()}],
+    }
+
+
+def provenance(*, key: str, targets: list[dict[str, Any]], models: list[ModelIdentity],
+               inputs: list[dict[str, Any]], when: datetime) -> dict[str, Any]:
+    """Provenance naming each algorithm (Device, logical) and every input used."""
+    return {
+        "resourceType": "Provenance",
+        "target": targets,
+        "recorded": when.isoformat(),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE", "display": "create"}]},
+        "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                        "code": "assembler", "display": "Assembler"}]},
+                   "who": device_reference(m)} for m in models],
+        "entity": [{"role": "source", "what": ref} for ref in inputs] or None,
+        "meta": {"tag": [result_tag(key)]},
+    }

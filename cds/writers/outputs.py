@@ -1,0 +1,232 @@
+"""Turn analyses into the files the dispatcher delivers (the pipeline's one entry point).
+
+:func:`study_outputs` writes, per study analysis, the DICOM SEG(s), the TID 1500 SR and the FHIR
+RiskAssessment (mammography malignancy or lymph-node metastasis). :func:`case_outputs` writes,
+per patient case, the recurrence RiskAssessment (and a TID 1500 SR with it in the slide's
+study), the clinician PDF inside a DiagnosticReport, a Provenance, and the Encapsulated PDF when
+settings ask for it. Every artifact has an idempotency key built from the study (or the case's
+inputs), the model name and version and the output type; the outbox and the FHIR conditional
+create use it so that a re-run delivers nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from cds.domain import ClinicalContext, PatientRef, RecurrenceResult, SourceRef, StudyAnalysis
+from cds.settings import Settings
+from cds.writers import fhir_resources as fr
+from cds.writers import seg as segw
+from cds.writers import sr as srw
+from cds.writers.common import output_key, read_headers
+
+log = logging.getLogger(__name__)
+
+
+class OutputArtifact(BaseModel):
+    """One file for the outbox."""
+
+    kind: Literal["dicom", "fhir"]
+    path: Path
+    key: str  # idempotency key: study (or case inputs) / model / version / output type
+    resource_type: str = ""  # FHIR resourceType, or the DICOM Modality (SEG, SR, DOC)
+    description: str = ""
+
+
+def _sources_from_store(settings: Settings, study_uid: str) -> dict[str, Path]:
+    from cds.store import Store
+
+    store = Store(settings.store_url)
+    try:
+        return {r.sop_instance_uid: Path(r.path) for r in store.study_instances(study_uid)}
+    finally:
+        store.close()
+
+
+def _resolve_sources(settings: Settings, analyses: list[StudyAnalysis],
+                     sources: dict[str, Path] | None) -> dict[str, Path]:
+    found: dict[str, Path] = dict(sources or {})
+    if sources is None:
+        for a in analyses:
+            found.update(_sources_from_store(settings, a.study_instance_uid))
+    return found
+
+
+def _need(sources: dict[str, Path], uid: str, study_uid: str) -> Path:
+    if uid not in sources:
+        raise ValueError(f"source instance {uid} of study {study_uid} is not in the store/spool; "
+                         "cannot reference it from the results")
+    return sources[uid]
+
+
+def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
+                  sources: dict[str, Path] | None = None) -> list[OutputArtifact]:
+    """SEG + TID 1500 SR + RiskAssessment for one study analysis.
+
+    ``sources`` (SOP Instance UID -> file) defaults to the store's index of the study.
+    """
+    src_paths = _resolve_sources(settings, [analysis], sources)
+    study = analysis.study_instance_uid
+    model = analysis.model
+    out_dir = out_dir / "study" / hashlib.sha256(output_key(study, model, "").encode()).hexdigest()[:16]
+    arts: list[OutputArtifact] = []
+    if analysis.mammography is not None:
+        images = analysis.mammography.images
+        headers = dict(zip([i.sop_instance_uid for i in images],
+                           read_headers([_need(src_paths, i.sop_instance_uid, study) for i in images])))
+        segs = segw.mammography_seg(analysis, {u: src_paths[u] for u in headers})
+        outcome, cal = "Breast malignancy (in situ or invasive carcinoma)", analysis.mammography.exam_malignancy
+    elif analysis.slide is not None:
+        base = _need(src_paths, analysis.slide.base_sop_instance_uid, study)
+        headers = {analysis.slide.base_sop_instance_uid: read_headers([base])[0]}
+        segs = [segw.slide_seg(analysis, base)]
+        outcome, cal = "Lymph node metastasis", analysis.slide.metastasis
+    else:
+        log.info("study %s (%s, %s): no DICOM/FHIR result writer for this kind of analysis",
+                 study, analysis.modality, model.name)
+        return []
+    for n, seg in enumerate(segs, start=1):
+        key = output_key(study, model, f"seg-{n}")
+        path = segw.save(seg, out_dir / f"seg-{n}.dcm")
+        arts.append(OutputArtifact(kind="dicom", path=path, key=key, resource_type="SEG",
+                                   description=f"SEG {seg.SOPInstanceUID} ({model.name})"))
+    report = srw.study_sr(analysis, headers, segs)
+    path = srw.save(report, out_dir / "sr.dcm")
+    arts.append(OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
+                               description=f"TID 1500 SR {report.SOPInstanceUID} ({model.name})"))
+    key = output_key(study, model, "fhir-riskassessment")
+    ra = fr.risk_assessment_binary(key=key, settings=settings, patient=analysis.patient, model=model,
+                                   outcome=outcome, calibrated=cal, study_uid=study,
+                                   sr_uid=str(report.SOPInstanceUID), when=analysis.created_at)
+    arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "riskassessment.json"), key=key,
+                               resource_type="RiskAssessment", description=f"RiskAssessment: {outcome}"))
+    return arts
+
+
+def _case_digest(patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,
+                 recurrence: RecurrenceResult | None) -> str:
+    body = {"patient": patient.key,
+            "analyses": sorted(f"{a.study_instance_uid}/{a.model.name}/{a.model.version}/{a.created_at.isoformat()}"
+                               for a in analyses),
+            "clinical": clinical.model_dump(mode="json"),
+            "recurrence": recurrence.model_dump(mode="json", exclude={"created_at"}) if recurrence else None}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _conclusion(analyses: list[StudyAnalysis], recurrence: RecurrenceResult | None) -> str:
+    parts = []
+    for a in analyses:
+        if a.mammography:
+            m = a.mammography.exam_malignancy
+            parts.append(f"Mammography malignancy probability {m.probability:.2f} "
+                         f"({'above' if m.positive else 'below'} threshold {m.threshold:.2f}).")
+        if a.slide:
+            s = a.slide.metastasis
+            parts.append(f"Lymph-node metastasis probability {s.probability:.2f} "
+                         f"({'above' if s.positive else 'below'} threshold {s.threshold:.2f}).")
+    if recurrence:
+        risks = ", ".join(f"{y} y {p:.0%}" for y, p in sorted(recurrence.absolute_risk.items()))
+        parts.append(f"Recurrence risk group {recurrence.risk_group} ({risks}).")
+    models = [a.model for a in analyses] + ([recurrence.model] if recurrence else [])
+    notice = next((m.notice for m in models if m.notice), "")
+    return " ".join(parts + ([notice] if notice else []))
+
+
+def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
+                 clinical: ClinicalContext, recurrence: RecurrenceResult | None, out_dir: Path,
+                 sources: dict[str, Path] | None = None) -> list[OutputArtifact]:
+    """Recurrence RiskAssessment (+ case SR), PDF in a DiagnosticReport, Provenance, optional
+    Encapsulated PDF, for one patient case."""
+    from reports.pdf import render_pdf, report_context
+
+    if not analyses and recurrence is None:
+        return []
+    src_paths = _resolve_sources(settings, analyses, sources)
+    digest = _case_digest(patient, analyses, clinical, recurrence)
+    case_id = f"case/{patient.key}/{digest}"
+    out_dir = out_dir / "case" / digest
+    when = recurrence.created_at if recurrence else max(a.created_at for a in analyses)
+    arts: list[OutputArtifact] = []
+    targets: list[dict] = []
+    models = [a.model for a in analyses] + ([recurrence.model] if recurrence else [])
+    inputs: list[dict] = [fr.dicom_reference(a.study_instance_uid, "ImagingStudy", f"{a.modality} study")
+                          for a in analyses]
+    if recurrence is not None:
+        model = recurrence.model
+        extra_basis = []
+        slide = next((a for a in analyses if a.slide is not None), None)
+        if slide is not None:
+            base = src_paths.get(slide.slide.base_sop_instance_uid)  # type: ignore[union-attr]
+            if base is not None:
+                case_sr = srw.case_sr(recurrence, read_headers([base]), f"{case_id}/{slide.study_instance_uid}")
+                path = srw.save(case_sr, out_dir / "recurrence-sr.dcm")
+                arts.append(OutputArtifact(kind="dicom", path=path, resource_type="SR",
+                                           key=output_key(case_id, model, "case-sr"),
+                                           description=f"TID 1500 SR (recurrence) {case_sr.SOPInstanceUID}"))
+                extra_basis.append(fr.dicom_reference(str(case_sr.SOPInstanceUID), None,
+                                                      "DICOM SR (TID 1500) with the recurrence risk"))
+            extra_basis.append(fr.dicom_reference(slide.study_instance_uid, "ImagingStudy", "Slide study"))
+        key = output_key(case_id, model, "fhir-recurrence")
+        ra = fr.risk_assessment_recurrence(key=key, settings=settings, patient=patient, rec=recurrence,
+                                           clinical=clinical, extra_basis=extra_basis)
+        arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "recurrence-riskassessment.json"),
+                                   key=key, resource_type="RiskAssessment", description="RiskAssessment: recurrence"))
+        targets.append({"type": "RiskAssessment", "identifier": fr.identifier(key)})
+        inputs += [fr.source_reference(s) for s in recurrence.inputs]
+    else:
+        inputs += [fr.source_reference(s) for s in clinical.sources.values()]
+    for a in analyses:  # the study-level RiskAssessments written by study_outputs
+        targets.append({"type": "RiskAssessment",
+                        "identifier": fr.identifier(output_key(a.study_instance_uid, a.model,
+                                                               "fhir-riskassessment"))})
+
+    pdf = render_pdf(report_context(patient, analyses, clinical, recurrence, src_paths))
+    pdf_path = out_dir / "report.pdf"
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    pdf_path.write_bytes(pdf)
+    lead = recurrence.model if recurrence else analyses[0].model
+    key = output_key(case_id, lead, "fhir-diagnosticreport")
+    dr = fr.diagnostic_report(key=key, settings=settings, patient=patient, clinical=clinical,
+                              conclusion=_conclusion(analyses, recurrence), pdf=pdf,
+                              study_uids=sorted({a.study_instance_uid for a in analyses}), when=when,
+                              results_basis=[])
+    arts.append(OutputArtifact(kind="fhir", path=fr.write(dr, out_dir / "diagnosticreport.json"), key=key,
+                               resource_type="DiagnosticReport", description="DiagnosticReport with PDF"))
+    targets.append({"type": "DiagnosticReport", "identifier": fr.identifier(key)})
+
+    key = output_key(case_id, lead, "fhir-provenance")
+    seen, uniq_inputs = set(), []
+    for ref in inputs:
+        token = json.dumps(ref, sort_keys=True)
+        if token not in seen:
+            seen.add(token)
+            uniq_inputs.append(ref)
+    prov = fr.provenance(key=key, targets=targets, models=list({m.device_uid: m for m in models}.values()),
+                         inputs=uniq_inputs, when=when)
+    arts.append(OutputArtifact(kind="fhir", path=fr.write(prov, out_dir / "provenance.json"), key=key,
+                               resource_type="Provenance", description="Provenance of the case results"))
+
+    if settings.encapsulated_pdf and analyses:
+        from cds.writers.encapsulated_pdf import encapsulated_pdf, save
+
+        newest = max(analyses, key=lambda a: a.created_at)
+        uid = (newest.mammography.images[0].sop_instance_uid if newest.mammography
+               else newest.slide.base_sop_instance_uid if newest.slide else None)
+        if uid and uid in src_paths:
+            pkey = output_key(f"{case_id}/{newest.study_instance_uid}", lead, "encapsulated-pdf")
+            ds = encapsulated_pdf(pdf, read_headers([src_paths[uid]])[0], models, pkey, when)
+            arts.append(OutputArtifact(kind="dicom", path=save(ds, out_dir / "report-pdf.dcm"), key=pkey,
+                                       resource_type="DOC", description="Encapsulated PDF report"))
+        else:
+            log.warning("case %s: no source image on disk to place the Encapsulated PDF in its study", patient.key)
+    return arts
+
+
+__all__ = ["OutputArtifact", "study_outputs", "case_outputs", "SourceRef"]

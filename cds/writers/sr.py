@@ -1,0 +1,278 @@
+"""Comprehensive 3D SR with a TID 1500 Measurement Report root (highdicom), per IHE AIR.
+
+Per mammography lesion: a Planar ROI group (TID 1410) with the SCOORD polygon, the lesion score,
+the image's predicted class and the calibrated decision, plus a second group with the same
+tracking identifier that points at the lesion's SEG segment. Per image: a TID 1501 group with
+the four calibrated class probabilities, the malignancy probability and the decision. Per slide:
+a TID 1501 group with the metastasis probability and decision, a Planar ROI per top tile and a
+link to the attention map's SEG segment. Recurrence (case level): a TID 1501 group with the risk
+score, the 3/5/7-year risk and the risk group. When the model is synthetic-trained, the notice
+is written as a TEXT item in the report's "Qualitative Evaluations" container and in every
+algorithm identification.
+
+Concepts without a standard code use the private coding scheme ``99BCDS`` (declared in the
+Coding Scheme Identification Sequence).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from highdicom.sr import CodedConcept
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from cds.domain import NOT_FOR_CLINICAL_USE, Calibrated, ModelIdentity, RecurrenceResult, StudyAnalysis
+from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
+
+SCHEME = "99BCDS"
+
+
+def _code(value: str, meaning: str) -> CodedConcept:
+    return CodedConcept(value, SCHEME, meaning)
+
+
+# Concept names (private) and values
+MALIGNANCY_PROBABILITY = _code("MALPROB", "Malignancy probability")
+METASTASIS_PROBABILITY = _code("METPROB", "Lymph node metastasis probability")
+LESION_SCORE = _code("LESSCORE", "Lesion score")
+ATTENTION = _code("ATTN", "Attention weight")
+CLASS_PROBABILITY = {c: _code(f"P-{c.upper()}", f"Probability {c.replace('_', ' ')}")
+                     for c in ("normal", "benign", "in_situ", "invasive")}
+PREDICTED_CLASS = _code("PREDCLS", "Predicted class")
+CLASS_VALUE = {c: _code(c.upper(), c.replace("_", " ").capitalize())
+               for c in ("normal", "benign", "in_situ", "invasive")}
+DECISION = _code("DECISION", "Decision at calibrated threshold")
+THRESHOLD = _code("THRESH", "Decision threshold")
+RISK_SCORE = _code("RISKSCORE", "Recurrence risk score")
+RISK_AT = {y: _code(f"RISK{y}Y", f"Risk of recurrence by {y} years") for y in (3, 5, 7)}
+RISK_GROUP = _code("RISKGROUP", "Recurrence risk group")
+RISK_GROUP_VALUE = {"high": _code("HIGH", "High risk"), "low": _code("LOW", "Low risk")}
+NOTICE = _code("NOTICE", "Notice")
+POSITIVE = CodedConcept("10828004", "SCT", "Positive")
+NEGATIVE = CodedConcept("260385009", "SCT", "Negative")
+UNITLESS = codes.UCUM.NoUnits
+PROCEDURE = {"MG": CodedConcept("71651007", "SCT", "Mammography"),
+             "SM": CodedConcept("104157003", "SCT", "Light microscopy")}
+FINDING_LESION = CodedConcept("4147007", "SCT", "Mass")
+FINDING_IMAGE = CodedConcept("121071", "DCM", "Finding")
+
+
+def _algorithm(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
+    params = [model.notice] if model.notice else None
+    return hd.sr.AlgorithmIdentification(name=model.name[:64], version=model.version[:64],
+                                         parameters=params, manufacturer=model.manufacturer)
+
+
+def _prob(name: CodedConcept, value: float, model: ModelIdentity) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=float(value), unit=UNITLESS)
+
+
+def _decision(cal: Calibrated) -> hd.sr.QualitativeEvaluation:
+    return hd.sr.QualitativeEvaluation(DECISION, POSITIVE if cal.positive else NEGATIVE)
+
+
+def _observation_context(model: ModelIdentity) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=model.device_uid, name=model.name[:64], manufacturer_name=model.manufacturer[:64],
+        model_name=model.version[:64])
+    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+
+
+def _notice_container(model: ModelIdentity) -> hd.sr.ContainerContentItem | None:
+    if not model.synthetic_trained:
+        return None
+    box = hd.sr.ContainerContentItem(name=CodedConcept("C0034375", "UMLS", "Qualitative Evaluations"),
+                                     relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    box.ContentSequence = [hd.sr.TextContentItem(
+        name=NOTICE, value=f"synthetic-trained, not for clinical use. {NOT_FOR_CLINICAL_USE}",
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)]
+    return box
+
+
+def _tracking(uid: str, ident: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=ident[:64])
+
+
+def _report(model: ModelIdentity, procedure: CodedConcept, groups: list, evidence: list[Dataset],
+            study_key: str, kind: str, instance_number: int = 1) -> hd.sr.Comprehensive3DSR:
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(model), procedure_reported=procedure,
+        imaging_measurements=groups, title=codes.cid7021.ImagingMeasurementReport)
+    notice = _notice_container(model)
+    if notice is not None:
+        report[0].ContentSequence.append(notice)
+    key = f"{study_key}/{model.name}/{model.version}/{kind}"
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report[0],
+        series_instance_uid=derived_uid(key, "series"), series_number=SERIES_NUMBER[kind],
+        sop_instance_uid=derived_uid(key, "instance"), instance_number=instance_number,
+        manufacturer=model.manufacturer[:64], is_complete=True, is_final=False,
+        series_description=(f"AI results {model.name}"
+                            + (" - NOT FOR CLINICAL USE" if model.synthetic_trained else ""))[:64],
+    )
+    sr.ManufacturerModelName = model.name[:64]
+    sr.SoftwareVersions = model.version[:64]
+    ident = Dataset()
+    ident.CodingSchemeDesignator = SCHEME
+    ident.CodingSchemeName = "breast-cds private concepts"
+    ident.CodingSchemeResponsibleOrganization = "breast-cds open-source project"
+    sr.CodingSchemeIdentificationSequence = [ident]
+    add_contributing_equipment(sr, [model], None)
+    return sr
+
+
+def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
+             segs: list[Dataset]) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 report of one study's analysis.
+
+    ``sources`` maps SOP Instance UID -> header of each source image; ``segs`` are the SEG
+    objects written for this analysis (their segments are referenced by tracking UID).
+    """
+    seg_by_tracking: dict[str, tuple[Dataset, int]] = {}
+    for seg in segs:
+        for item in seg.SegmentSequence:
+            seg_by_tracking[str(item.TrackingUID)] = (seg, int(item.SegmentNumber))
+    groups: list = []
+    model = analysis.model
+    if analysis.mammography is not None:
+        for img in analysis.mammography.images:
+            src = sources.get(img.sop_instance_uid)
+            if src is None:
+                raise ValueError(f"source image {img.sop_instance_uid} missing for SR of study "
+                                 f"{analysis.study_instance_uid}")
+            src_item = hd.sr.SourceImageForMeasurementGroup.from_source_image(src)
+            measurements = [_prob(CLASS_PROBABILITY[c], p, model) for c, p in img.class_probabilities.items()]
+            measurements += [_prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model),
+                             _prob(THRESHOLD, img.malignancy.threshold, model)]
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(derived_uid(img.sop_instance_uid, model.name, "image"),
+                                              f"image-{img.laterality}{img.view}"),
+                finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
+                measurements=measurements,
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
+                    _decision(img.malignancy)],
+                source_images=[src_item]))
+            region_src = hd.sr.SourceImageForRegion.from_source_image(src)
+            for lesion in img.lesions:
+                tracking = _tracking(lesion.tracking_uid, lesion.tracking_id)
+                poly = np.asarray(lesion.polygon, dtype=np.float32)
+                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                                        graphic_data=poly, source_image=region_src),
+                    finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
+                    measurements=[_prob(LESION_SCORE, lesion.score, model),
+                                  _prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model)],
+                    qualitative_evaluations=[
+                        hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
+                        _decision(img.malignancy)]))
+                if lesion.tracking_uid in seg_by_tracking:
+                    seg, number = seg_by_tracking[lesion.tracking_uid]
+                    groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                        tracking_identifier=_tracking(lesion.tracking_uid, lesion.tracking_id),
+                        referenced_segment=_segment_ref(seg, number, src),
+                        finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
+                        measurements=[_prob(LESION_SCORE, lesion.score, model)]))
+        evidence = [sources[i.sop_instance_uid] for i in analysis.mammography.images]
+    elif analysis.slide is not None:
+        sl = analysis.slide
+        src = sources.get(sl.base_sop_instance_uid)
+        if src is None:
+            raise ValueError(f"slide base image {sl.base_sop_instance_uid} missing for SR of study "
+                             f"{analysis.study_instance_uid}")
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, "slide"),
+                                          "slide"),
+            finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
+            measurements=[_prob(METASTASIS_PROBABILITY, sl.metastasis.probability, model),
+                          _prob(THRESHOLD, sl.metastasis.threshold, model)],
+            qualitative_evaluations=[_decision(sl.metastasis)],
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)]))
+        region_src = hd.sr.SourceImageForRegion.from_source_image(src)
+        for k, t in enumerate(sl.top_tiles, start=1):
+            box = np.array([[t.x, t.y], [t.x + t.width, t.y], [t.x + t.width, t.y + t.height],
+                            [t.x, t.y + t.height], [t.x, t.y]], dtype=np.float32)
+            ms = [_prob(ATTENTION, t.attention, model)]
+            if t.probability is not None:
+                ms.append(_prob(METASTASIS_PROBABILITY, t.probability, model))
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, f"tile{k}"),
+                                              f"top-tile-{k}"),
+                referenced_region=hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=box,
+                    source_image=region_src,
+                    pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.VOLUME),
+                finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model), measurements=ms))
+        for seg in segs:
+            for item in seg.SegmentSequence:
+                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=_tracking(str(item.TrackingUID), str(item.TrackingID)),
+                    referenced_segment=_segment_ref(seg, int(item.SegmentNumber), src),
+                    finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model)))
+        evidence = [src]
+    else:
+        raise ValueError(f"study {analysis.study_instance_uid} ({analysis.modality}): the analysis has "
+                         "neither a mammography nor a slide result; no SR writer for it")
+    sr = _report(model, PROCEDURE.get(analysis.modality, FINDING_IMAGE), groups, evidence + list(segs),
+                 analysis.study_instance_uid, "sr")
+    add_contributing_equipment(sr, [model], analysis.created_at)
+    return sr
+
+
+def _segment_frames(seg: Dataset, number: int) -> list[int]:
+    """Frame numbers of one segment. highdicom moves Segment Identification into the shared
+    functional groups when there is a single segment, which its own from_segmentation misses."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" in shared:
+        return list(range(1, int(seg.NumberOfFrames) + 1))
+    return [i for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1)
+            if int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number]
+
+
+def _segment_ref(seg: Dataset, number: int, src: Dataset) -> hd.sr.ReferencedSegmentationFrame:
+    """Reference the frames of one SEG segment, plus its source image.
+
+    The SOP Instance Reference macro forbids Referenced Segment Number next to Referenced Frame
+    Number (dciodvfy errors); in a SEG each frame belongs to exactly one segment, so the frame
+    numbers alone identify the segment and the segment number is dropped from the item.
+    """
+    ref = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=_segment_frames(seg, number), segment_number=number,
+        source_image=hd.sr.SourceImageForSegmentation.from_source_image(src))
+    sop_item = ref[0].ReferencedSOPSequence[0]
+    if "ReferencedSegmentNumber" in sop_item:
+        del sop_item.ReferencedSegmentNumber
+    return ref
+
+
+def recurrence_group(rec: RecurrenceResult) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    model = rec.model
+    ms = [hd.sr.Measurement(name=RISK_SCORE, value=float(rec.risk_score), unit=UNITLESS,
+                            algorithm_id=_algorithm(model))]
+    ms += [_prob(RISK_AT[y], p, model) for y, p in sorted(rec.absolute_risk.items()) if y in RISK_AT]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(derived_uid(model.name, model.version, rec.created_at.isoformat()),
+                                      "recurrence"),
+        finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model), measurements=ms,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(RISK_GROUP, RISK_GROUP_VALUE[rec.risk_group])])
+
+
+def case_sr(rec: RecurrenceResult, evidence: list[Dataset], study_uid: str) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 report with the recurrence risk, placed in the study whose images it used."""
+    if not evidence:
+        raise ValueError("case SR needs at least one source instance of the study it belongs to")
+    sr = _report(rec.model, PROCEDURE.get(str(evidence[0].get("Modality", "")), FINDING_IMAGE),
+                 [recurrence_group(rec)], evidence, study_uid, "case-sr")
+    return sr
+
+
+def save(sr: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(path, enforce_file_format=True)
+    return path

@@ -1,0 +1,214 @@
+"""DICOM listener: Verification and Storage SCP that acknowledges only what is durably stored.
+
+Each C-STORE: pynetdicom streams the dataset to a temporary file in ``<data>/incoming`` (never the
+whole instance in memory: a slide level can be gigabytes), the header is checked without reading
+pixel data, the file is fsynced and renamed into ``<data>/spool/<study>/<series>/<sop>.dcm``,
+the folder is fsynced, the instance is indexed in the store, and only then Success is returned.
+A refused instance gets a specific status, a row in ``rejections`` and a copy in
+``<data>/rejected`` for inspection; it never aborts the association.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
+from pynetdicom.sop_class import Verification
+
+from cds.durable import OUT_OF_SPACE
+from cds.settings import Settings
+from cds.store import Store
+from listeners.instance_check import (
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+)
+from listeners.intake import refuse, spool_instance
+
+log = logging.getLogger(__name__)
+
+STORAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.77.1.6": "VL Whole Slide Microscopy Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF Storage",
+}
+
+
+class SpoolTempFile:
+    """The file pynetdicom writes a received dataset into, placed in our incoming folder.
+
+    Two reasons it replaces pynetdicom's NamedTemporaryFile: the file must be on the spool's
+    filesystem so the final rename is atomic (and a multi-GB slide never lands on a RAM-backed
+    /tmp), and a full disk must not raise inside pynetdicom's reader thread, which would abort
+    the whole association. A write error is kept in :attr:`error`, the partial file is removed
+    at once to give the space back, the rest of the stream is drained, and the handler answers
+    "out of resources" for this one instance.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
+        self.name = name
+        self._f = os.fdopen(fd, "wb", buffering=4 << 20)
+        self.error: OSError | None = None
+        self.file = _NoFlush()  # pynetdicom flushes after every PDV; we flush once, at the end
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                self._f.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.name)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        """Flush buffered bytes; a late ENOSPC surfaces here as :attr:`error`."""
+        if self.error is None and not self._f.closed:
+            try:
+                self._f.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        self.finish()
+        if not self._f.closed:
+            try:
+                self._f.close()
+            except OSError as exc:
+                self._fail(exc)
+
+
+class _NoFlush:
+    def flush(self) -> None:  # noqa: D401 - pynetdicom API shape
+        return None
+
+
+def _spool_tempfile(*_args: Any, **_kwargs: Any) -> SpoolTempFile:
+    """Factory installed into pynetdicom: finds the receiving AE through the reader thread."""
+    dul = threading.current_thread()
+    assoc = getattr(dul, "assoc", None)
+    directory = getattr(getattr(assoc, "ae", None), "cds_incoming_dir", None)
+    return SpoolTempFile(Path(directory) if directory else Path(tempfile.gettempdir()))
+
+
+def install_streaming_receive() -> None:
+    """Make pynetdicom stream C-STORE datasets to disk through :class:`SpoolTempFile`.
+
+    pynetdicom exposes this only as process-wide switches; setting them is idempotent.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = _spool_tempfile  # type: ignore[assignment]
+
+
+class DicomListener:
+    """The Storage SCP bound to one store and data folder."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.server: Any = None
+        settings.ensure_dirs()
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.cds_incoming_dir = str(self.settings.incoming_dir)  # read by _spool_tempfile
+        ae.maximum_pdu_size = self.settings.max_pdu
+        ae.network_timeout = 120
+        ae.dimse_timeout = 120
+        ae.maximum_associations = 32
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for uid in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        if self.settings.allowed_aes:
+            ae.require_calling_aet = list(self.settings.allowed_aes)
+        return ae
+
+    def start(self) -> None:
+        """Start serving in background threads (returns at once)."""
+        install_streaming_receive()
+        self._clean_incoming()
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+        ]
+        self.server = self._make_ae().start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        log.info("DICOM listener %s on %s:%s", self.settings.ae_title, self.settings.host,
+                 self.settings.port)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1]) if self.server else self.settings.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _clean_incoming(self) -> None:
+        """Partial files of transfers cut by a crash were never acknowledged: remove them."""
+        for p in self.settings.incoming_dir.glob("*.dcm"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    # -- handlers ---------------------------------------------------------------------------
+    def _on_rejected(self, event: Any) -> None:
+        ae = event.assoc.requestor.ae_title
+        log.warning("association rejected for calling AE %r", ae)
+        self.store.record_rejection(ae, "", 0, f"association rejected: calling AE {ae!r} not in allow-list")
+
+    def _on_accepted(self, event: Any) -> None:
+        """Record, once per association, the SOP classes we refused at negotiation.
+
+        A sender that proposes every storage class (dcmtk storescu does) gets most of them
+        refused; one row per association keeps the record readable.
+        """
+        refused = sorted({cx.abstract_syntax for cx in event.assoc.rejected_contexts})
+        if not refused:
+            return
+        shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
+        reason = f"SOP class not accepted ({len(refused)} proposed): {shown}"
+        log.info("calling AE %r: %s", event.assoc.requestor.ae_title, reason)
+        self.store.record_rejection(event.assoc.requestor.ae_title, "", 0x0122, reason)
+
+    def _on_store(self, event: Any) -> int:
+        calling_ae = event.assoc.requestor.ae_title
+        req = event.request
+        sop_uid = str(req.AffectedSOPInstanceUID or "")
+        sink = getattr(req, "_dataset_file", None)
+        if isinstance(sink, SpoolTempFile):
+            sink.finish()
+            if sink.error is not None:
+                status = STATUS_OUT_OF_RESOURCES if sink.error.errno in OUT_OF_SPACE else STATUS_PROCESSING_FAILURE
+                return refuse(self.settings, self.store, calling_ae, sop_uid, status,
+                              f"could not write the instance to disk: {sink.error.strerror}", None)
+        return spool_instance(self.settings, self.store, Path(event.dataset_path), calling_ae,
+                              command_sop_class=str(req.AffectedSOPClassUID),
+                              command_sop_instance=sop_uid).status
