@@ -71,7 +71,9 @@ def build_registry(settings: Settings, factories: tuple[str, ...] = MODEL_FACTOR
     """Import each factory and keep the models that load; record why the others did not."""
     registry = ModelRegistry()
     for path in (*factories, *settings.extra_model_factories):
-        if path in settings.disabled_models or path.split(".")[-2] in settings.disabled_models:
+        parts = path.split(".")
+        short = parts[-2] if len(parts) > 1 else parts[0]  # "models.slides.runtime" -> "slides"
+        if path in settings.disabled_models or short in settings.disabled_models:
             registry.unavailable[path] = "disabled in settings"
             continue
         try:

@@ -98,6 +98,13 @@ def mammography_seg(analysis: StudyAnalysis, source_paths: dict[str, Path]) -> l
         add_contributing_equipment(seg, [analysis.model], analysis.created_at)
         # General Image: Patient Orientation is Type 2C (required without a Frame of Reference)
         seg.PatientOrientation = src[0].get("PatientOrientation", "")
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        if "FrameOfReferenceUID" not in seg and "PixelMeasuresSequence" in shared:
+            # A projection mammogram has no Frame of Reference; highdicom then writes Pixel
+            # Measures without Slice Thickness, which its own reader (segread) rejects. Without a
+            # Frame of Reference the macro is not required (dciodvfy agrees) and the geometry is
+            # that of the referenced source image, so drop it to keep the SEG readable.
+            del shared.PixelMeasuresSequence
         out.append(seg)
     return out
 

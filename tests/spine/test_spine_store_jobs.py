@@ -1,0 +1,122 @@
+"""Store, job queue, backoff, dead-letter, orphan recovery, outbox idempotency, settings names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cds.domain import InstanceRecord, PatientRef
+from cds.jobs import PermanentJobError, WorkerPool
+from cds.settings import Settings
+from cds.store import Store, worker_name
+
+
+def rec(sop: str, study: str = "1.2.3", modality: str = "MG") -> InstanceRecord:
+    return InstanceRecord(sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+                          study_instance_uid=study, series_instance_uid=study + ".1",
+                          modality=modality, path=Path(f"/spool/{sop}.dcm"))
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+
+def test_settings_env_names_and_defaults(monkeypatch, tmp_path):
+    s = Settings()
+    assert (s.ae_title, s.port, s.data_dir, s.allowed_aes) == ("CDS", 11112, Path("./cds-data"), [])
+    for k, v in {"CDS_AE_TITLE": "SITECDS", "CDS_PORT": "4242", "CDS_DATA_DIR": str(tmp_path),
+                 "CDS_STABLE_AGE_S": "7", "CDS_ALLOWED_AES": "PACS1, PACS2", "CDS_PACS_AE_TITLE": "PACS",
+                 "CDS_PACS_HOST": "127.0.0.1", "CDS_PACS_PORT": "4243",
+                 "CDS_DICOMWEB_URL": "http://127.0.0.1/dicom-web", "CDS_FHIR_BASE_URL": "http://127.0.0.1/fhir",
+                 "CDS_OUTPUT_DIR": str(tmp_path / "o")}.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert s.ae_title == "SITECDS" and s.port == 4242 and s.stable_age_s == 7
+    assert s.allowed_aes == ["PACS1", "PACS2"] and s.pacs_port == 4243 and s.pacs_configured
+    toml = tmp_path / "cds.toml"
+    toml.write_text('ae_title = "FROMTOML"\nworkers = 3\n')
+    monkeypatch.delenv("CDS_AE_TITLE")
+    monkeypatch.setenv("CDS_CONFIG", str(toml))
+    s = Settings()
+    assert s.ae_title == "FROMTOML" and s.workers == 3 and s.port == 4242  # env beats file
+
+
+def test_duplicate_instances_and_generations(store):
+    p = PatientRef(patient_id="P1")
+    assert store.record_instance(rec("1"), p) is True
+    assert store.record_instance(rec("1"), p) is False
+    store.promote_stable_studies(0, 3)
+    assert store.study("1.2.3")["state"] == "stable"
+    assert [j.key for j in store.jobs()] == ["study:1.2.3:MG:g0"]
+    store.record_instance(rec("2"), p)  # a late instance: new generation, new job when stable
+    assert store.study("1.2.3")["generation"] == 1
+    store.promote_stable_studies(0, 3)
+    assert sorted(j.key for j in store.jobs()) == ["study:1.2.3:MG:g0", "study:1.2.3:MG:g1"]
+    store.promote_stable_studies(0, 3)  # idempotent
+    assert len(store.jobs()) == 2
+
+
+def test_retry_backoff_then_dead_letter(store, tmp_path):
+    settings = Settings(data_dir=tmp_path, job_backoff_base_s=0.05, job_backoff_max_s=1)
+    calls = []
+
+    def flaky(job):
+        calls.append(time.monotonic())
+        raise RuntimeError("PACS said no")
+
+    store.enqueue("flaky", "k1", {}, max_attempts=3)
+    pool = WorkerPool(settings, store, {"flaky": flaky})
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        pool.drain()
+        time.sleep(0.01)
+    job = store.jobs()[0]
+    assert job.state == "dead" and job.attempts == 3 and "PACS said no" in job.last_error
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1, f"no exponential backoff: {gaps}"
+
+
+def test_permanent_error_goes_dead_at_once(store, tmp_path):
+    def bad(job):
+        raise PermanentJobError("study has no MG instances")
+
+    store.enqueue("bad", "k2", {}, max_attempts=5)
+    WorkerPool(Settings(data_dir=tmp_path), store, {"bad": bad}).drain()
+    job = store.jobs()[0]
+    assert job.state == "dead" and job.attempts == 1 and "no MG instances" in job.last_error
+
+
+def test_orphans_of_a_dead_process_are_requeued(store, tmp_path):
+    store.enqueue("x", "k3", {}, max_attempts=5)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ghost = worker_name().split(":")[0] + f":{dead.stdout.strip()}:w0"
+    job = store.claim_job(ghost, lease_s=3600)
+    assert job and store.job(job.id).state == "running"
+    store.enqueue("y", "k4", {}, max_attempts=5)
+    other = worker_name().split(":")[0] + f":{os.getppid()}:w1"  # another live process on this host
+    live = store.claim_job(other, lease_s=3600)
+    assert store.recover_orphans() == 1
+    assert store.job(job.id).state == "queued" and store.job(live.id).state == "running"
+
+
+def test_expired_lease_is_taken_over(store):
+    store.enqueue("x", "k5", {}, max_attempts=5)
+    first = store.claim_job("otherhost:1:w0", lease_s=-1)  # lease already expired
+    again = store.claim_job("me:2:w0", lease_s=60)
+    assert again and again.id == first.id and again.attempts == 2
+
+
+def test_outbox_is_idempotent_and_dead_letters(store, tmp_path):
+    a = store.outbox_add("fhir", "fhir", "ra:study:model:1", tmp_path / "ra.json", {"x": 1})
+    b = store.outbox_add("fhir", "fhir", "ra:study:model:1", tmp_path / "ra.json", {"x": 1})
+    assert a == b and len(store.outbox_items()) == 1
+    item = store.outbox_claim("me:1:d", 60)
+    store.outbox_dead(item.id, "400: OperationOutcome: invalid")
+    assert store.outbox_items("dead")[0].last_error.startswith("400")
+    assert store.outbox_claim("me:1:d", 60) is None
