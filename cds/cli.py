@@ -149,10 +149,15 @@ def print_status(console: Console, store, limit: int = 20) -> None:
     console.print(t)
 
     t = Table(title="Cases")
-    for c in ("patient key", "evaluated", "inputs fingerprint", "last job"):
+    for c in ("patient key", "studies (modalities)", "evaluated", "inputs fingerprint", "last job"):
         t.add_column(c)
-    for r in store.query("SELECT * FROM cases ORDER BY updated_at DESC LIMIT ?", (limit,)):
-        t.add_row(r["patient_key"], _ts(r["evaluated_at"]), r["fingerprint"] or "", str(r["last_job_id"] or ""))
+    for r in store.query(
+            "SELECT c.*, (SELECT COUNT(*) FROM studies s WHERE s.patient_key=c.patient_key) AS n, "
+            "(SELECT GROUP_CONCAT(DISTINCT i.modality) FROM instances i JOIN studies s ON "
+            "s.study_uid=i.study_uid WHERE s.patient_key=c.patient_key) AS mods "
+            "FROM cases c ORDER BY updated_at DESC LIMIT ?", (limit,)):
+        t.add_row(r["patient_key"], f"{r['n']} ({r['mods'] or ''})", _ts(r["evaluated_at"]),
+                  r["fingerprint"] or "", str(r["last_job_id"] or ""))
     console.print(t)
 
     t = Table(title="Jobs")

@@ -37,8 +37,8 @@ class DemoRun:
     seconds: float = 0.0
 
 
-def generate_patient(out: Path, seed: int = 7) -> tuple[list[Path], Path | None]:
-    """Write the synthetic patient's studies (and FHIR bundle, when available) under ``out``."""
+def generate_patient(out: Path, settings: Settings, seed: int = 7) -> tuple[list[Path], Path | None]:
+    """Write the synthetic patient's studies and clinical record (FHIR Bundle) under ``out``."""
     from models.phantoms.mammography import generate_exam
     from models.phantoms.slides import generate_slide
 
@@ -46,7 +46,7 @@ def generate_patient(out: Path, seed: int = 7) -> tuple[list[Path], Path | None]
     exam = generate_exam(out / "mammography", seed, DEMO_PATIENT, force_label="invasive")
     files += [Path(p) for p in exam.paths]
     slide = generate_slide(out / "slide", seed + 1, DEMO_PATIENT, metastasis=True)
-    files += [Path(p) for p in slide.paths]
+    files += [Path(p) for p in slide.level_paths]
     try:
         from models.phantoms.ultrasound import generate_ultrasound
     except ImportError:
@@ -56,12 +56,12 @@ def generate_patient(out: Path, seed: int = 7) -> tuple[list[Path], Path | None]
         files.append(Path(us.path))
     fhir_dir = None
     try:
-        from models.phantoms.clinical import write_patient_bundle
+        from models.phantoms.clinical import clinical_resources, write_bundle
     except ImportError:
         log.info("clinical FHIR bundle generator not available in this build")
     else:
         fhir_dir = out / "fhir"
-        write_patient_bundle(fhir_dir, DEMO_PATIENT, seed=seed)
+        write_bundle(fhir_dir / "patient-bundle.json", clinical_resources(settings, DEMO_PATIENT))
     return files, fhir_dir
 
 
@@ -91,7 +91,7 @@ def send_files(files: list[Path], host: str, port: int, called_ae: str,
 def run_demo(settings: Settings, out: Path, *, timeout_s: float = 600.0, progress: bool = True) -> tuple[DemoRun, Service]:
     out.mkdir(parents=True, exist_ok=True)
     studies_dir = out / "studies"
-    files, fhir_dir = generate_patient(studies_dir)
+    files, fhir_dir = generate_patient(studies_dir, settings)
     settings = settings.model_copy(update={
         "host": "127.0.0.1", "port": 0, "stable_age_s": min(settings.stable_age_s, 2.0),
         "stable_check_interval_s": 0.5, "fhir_offline_dir": settings.fhir_offline_dir or fhir_dir,

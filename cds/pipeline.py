@@ -74,6 +74,7 @@ class Pipeline:
             self.store.replace_results(job.id, [{**base, "status": "no_model", "summary": summary,
                                                  "body": {"unavailable": why} if why else None}])
             log.info("study %s: %s", study_uid, summary)
+            self.enqueue_case(patient.key)  # the case still groups this study for the patient
             return summary
 
         work = self._job_dir(job)

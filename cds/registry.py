@@ -81,10 +81,18 @@ def build_registry(settings: Settings, factories: tuple[str, ...] = MODEL_FACTOR
         except ModuleNotFoundError as exc:
             registry.unavailable[path] = f"not built yet ({exc.name} missing)"
             continue
+        except Exception as exc:  # a broken model module must not take the service down
+            registry.unavailable[path] = f"import failed: {type(exc).__name__}: {exc}"
+            log.error("model module %s cannot be imported: %s", path, exc)
+            continue
         try:
             model = module.load(settings)
         except ModelUnavailable as exc:
             registry.unavailable[path] = str(exc)
+            continue
+        except Exception as exc:
+            registry.unavailable[path] = f"load failed: {type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", path, exc)
             continue
         if isinstance(model, CaseModel) and not isinstance(model, StudyModel):
             registry.case_models.append(model)
