@@ -1,0 +1,45 @@
+"""The `cds` command as a site would run it: analyze (offline), status, serve + SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from spine_support import REPO, ServeProcess, mg_dataset, write
+
+NO_MODELS = {"CDS_DISABLED_MODELS": "mammography,slides,ultrasound,recurrence"}
+
+
+def cds(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cds.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def test_analyze_folder_then_status(tmp_path):
+    study = tmp_path / "study"
+    for i in range(3):
+        write(mg_dataset(study_uid="1.2.826.0.1.3680043.8.498.1", seed=i), study / f"{i}.dcm")
+    (study / "notes.txt").write_text("not DICOM")
+    out = tmp_path / "out"
+    r = cds("analyze", str(study), "--out", str(out), env=NO_MODELS)
+    assert r.returncode == 0, r.stderr
+    assert "no model registered for modality MG" in r.stdout
+    assert "not a DICOM file" in r.stdout  # the stray file is refused, visibly, and the rest goes on
+    st = cds("status", env={"CDS_DATA_DIR": str(out / ".cds-data")})
+    assert st.returncode == 0, st.stderr
+    assert "1.2.826.0.1.3680043.8.498.1" in st.stdout and "stable" in st.stdout
+
+
+def test_status_without_store_says_so(tmp_path):
+    r = cds("status", env={"CDS_DATA_DIR": str(tmp_path / "none")})
+    assert r.returncode == 1 and "no store" in r.stdout
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path):
+    srv = ServeProcess(tmp_path / "data", **NO_MODELS).start()
+    t0 = time.monotonic()
+    assert srv.stop(timeout=20) == 0
+    assert time.monotonic() - t0 < 20
+    assert "service stopped" in srv.log.read_text()
