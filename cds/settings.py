@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         2.0, description="How often the scheduler looks for stable studies."
     )
     workers: int = Field(1, ge=1, description="Job worker threads.")
+    case_refresh_interval_s: float = Field(
+        3600.0,
+        description="Re-check the FHIR context of recently active cases this often (0 = never); "
+        "a case re-runs only if its inputs changed (new Observations, a new report).",
+    )
+    case_refresh_window_days: float = Field(
+        30.0, description="Cases with a study received within this many days are refreshed."
+    )
     job_max_attempts: int = Field(5, ge=1)
     job_backoff_base_s: float = Field(2.0, description="Retry delay = base * 2**(attempt-1).")
     job_backoff_max_s: float = Field(300.0)

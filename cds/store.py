@@ -480,6 +480,11 @@ class Store:
                 (patient_key, now, fingerprint, now if fingerprint else None, job_id),
             )
 
+    def active_patients(self, since: float) -> list[str]:
+        """Patient keys with a study received since ``since`` (epoch seconds)."""
+        return [r[0] for r in self.query(
+            "SELECT DISTINCT patient_key FROM studies WHERE last_received>=?", (since,))]
+
     # -- outbox -----------------------------------------------------------------------------
     def outbox_add(self, kind: str, destination: str, key: str, payload_path: Path,
                    meta: dict[str, Any]) -> int:

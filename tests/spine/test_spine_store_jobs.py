@@ -120,3 +120,13 @@ def test_outbox_is_idempotent_and_dead_letters(store, tmp_path):
     store.outbox_dead(item.id, "400: OperationOutcome: invalid")
     assert store.outbox_items("dead")[0].last_error.startswith("400")
     assert store.outbox_claim("me:1:d", 60) is None
+
+
+def test_case_refresh_queues_once_per_interval(store, tmp_path):
+    from cds.scheduler import refresh_cases
+
+    settings = Settings(data_dir=tmp_path, case_refresh_interval_s=3600)
+    store.record_instance(rec("9", study="7.7"), PatientRef(patient_id="P9"))
+    assert refresh_cases(settings, store) == 1
+    refresh_cases(settings, store)  # same interval: no second job
+    assert [j.kind for j in store.jobs()] == ["case"]
