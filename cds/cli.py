@@ -218,28 +218,32 @@ def train_synthetic(
     typer.echo(f"done in {time.monotonic() - started:.0f} s")
 
 
-@train_app.command("mammography")
-def train_mammography(
-    dicom_dir: Annotated[Path, typer.Argument(help="Folder of mammography DICOM.")],
-    labels: Annotated[Path, typer.Argument(help="CSV: file or sop_instance_uid, label[, grade, mask].")],
-    out: Annotated[Path, typer.Option(help="Folder for weights and the resumable checkpoint.")],
-    resume: bool = True,
-) -> None:
-    """Train the mammography model on a site's own data (e.g. CBIS-DDSM converted to DICOM)."""
-    card = _import_trainer("models.mammography.train").train_from_folder(dicom_dir, labels, out, resume=resume)
+DicomDirArg = Annotated[Path, typer.Argument(help="Folder of DICOM instances.")]
+LabelsArg = Annotated[Path, typer.Argument(help="Labels CSV (see the model card for its columns).")]
+OutOpt = Annotated[Path, typer.Option(help="Folder for weights and the resumable checkpoint.")]
+
+
+def _train_own(module: str, dicom_dir: Path, labels: Path, out: Path, resume: bool) -> None:
+    card = _import_trainer(module).train_from_folder(dicom_dir, labels, out, resume=resume)
     typer.echo(f"{card.name} {card.version} written to {out}")
+
+
+@train_app.command("mammography")
+def train_mammography(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, resume: bool = True) -> None:
+    """Train the mammography model on a site's own data (e.g. CBIS-DDSM converted to DICOM).
+
+    labels CSV: file name or sop_instance_uid, label (normal/benign/in_situ/invasive)[, grade, mask].
+    """
+    _train_own("models.mammography.train", dicom_dir, labels, out, resume)
 
 
 @train_app.command("slides")
-def train_slides(
-    dicom_dir: Annotated[Path, typer.Argument(help="Folder of VL Whole Slide Microscopy DICOM.")],
-    labels: Annotated[Path, typer.Argument(help="CSV: series or study UID, label (0/1).")],
-    out: Annotated[Path, typer.Option(help="Folder for weights and the resumable checkpoint.")],
-    resume: bool = True,
-) -> None:
-    """Train the slide model on a site's own data (e.g. CAMELYON converted to DICOM)."""
-    card = _import_trainer("models.slides.train").train_from_folder(dicom_dir, labels, out, resume=resume)
-    typer.echo(f"{card.name} {card.version} written to {out}")
+def train_slides(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, resume: bool = True) -> None:
+    """Train the slide model on a site's own data (e.g. CAMELYON converted to DICOM).
+
+    labels CSV: series or study UID, label (0/1).
+    """
+    _train_own("models.slides.train", dicom_dir, labels, out, resume)
 
 
 def _import_trainer(module: str):

@@ -414,12 +414,13 @@ class Store:
                         n += 1
         return n
 
-    def jobs(self, state: str | None = None, limit: int = 200) -> list[Job]:
+    def _rows(self, table: str, state: str | None, limit: int) -> list[sqlite3.Row]:
         if state:
-            rows = self.query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state, limit))
-        else:
-            rows = self.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        return [self._job(r) for r in rows]
+            return self.query(f"SELECT * FROM {table} WHERE state=? ORDER BY id DESC LIMIT ?", (state, limit))
+        return self.query(f"SELECT * FROM {table} ORDER BY id DESC LIMIT ?", (limit,))
+
+    def jobs(self, state: str | None = None, limit: int = 200) -> list[Job]:
+        return [self._job(r) for r in self._rows("jobs", state, limit)]
 
     def pending_work(self) -> int:
         """Jobs not yet finished plus studies not yet stable (the demo waits for zero)."""
@@ -543,11 +544,7 @@ class Store:
             )
 
     def outbox_items(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
-        if state:
-            rows = self.query("SELECT * FROM outbox WHERE state=? ORDER BY id DESC LIMIT ?", (state, limit))
-        else:
-            rows = self.query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (limit,))
-        return [self._outbox(r) for r in rows]
+        return [self._outbox(r) for r in self._rows("outbox", state, limit)]
 
     # -- status -----------------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
