@@ -29,9 +29,6 @@ from cds.store import OutboxItem, Store, worker_name
 
 log = logging.getLogger(__name__)
 
-RESULT_SYSTEM = "urn:breast-cds:result"
-
-
 class Permanent(Exception):
     """The destination refused the item and will refuse it again: dead-letter it."""
 
@@ -56,7 +53,7 @@ def _fsync_dir(path: Path) -> None:
 def deliver_folder(settings: Settings, item: OutboxItem) -> str:
     """Copy into ``output_dir/<kind>/`` under a name derived from the key (a re-copy overwrites
     the same file), via a temporary file, fsync and rename, so a crash never leaves half a file."""
-    sub = "dicom" if item.kind == "dicom" else "fhir"
+    sub = item.kind if item.kind in ("dicom", "fhir", "pdf") else "other"
     target_dir = settings.output_dir / sub
     target_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in item.key)[-180:]
@@ -138,37 +135,20 @@ def deliver_stow(settings: Settings, item: OutboxItem, http: httpx.Client) -> st
     return f"STOW-RS {r.status_code}"
 
 
-def conditional_query(resource: dict[str, Any]) -> str | None:
-    """The If-None-Exist query that makes re-sending ``resource`` a no-op."""
-    from cds.fhir.client import token_query
-
-    for ident in resource.get("identifier", []) or []:
-        if ident.get("system") == RESULT_SYSTEM and ident.get("value"):
-            return token_query("identifier", ident["system"], ident["value"])
-    for tag in (resource.get("meta") or {}).get("tag", []):
-        if tag.get("system") == RESULT_SYSTEM and tag.get("code"):
-            return token_query("_tag", tag["system"], tag["code"])
-    return None
-
-
 def deliver_fhir(client: Any, item: OutboxItem) -> str:
     from cds.fhir.client import FhirError
+    from cds.fhir.writeback import write_back
 
     try:
         resource = json.loads(item.payload_path.read_text())
     except (OSError, ValueError) as exc:
         raise Permanent(f"payload {item.payload_path} is not readable JSON: {exc}") from exc
-    query = conditional_query(resource)
     try:
-        if "id" in resource and query is None:
-            status, body = client.update(resource)
-        else:
-            status, body = client.create(resource, if_none_exist=query)
+        status, rid = write_back(client, resource)
     except FhirError as exc:
         if exc.permanent:
             raise Permanent(exc.outcome or str(exc)) from exc
         raise Transient(str(exc)) from exc
-    rid = f"{body.get('resourceType', resource['resourceType'])}/{body.get('id', '?')}"
     return f"{status} {'created' if status == 201 else 'already present'} {rid}"
 
 
@@ -207,7 +187,7 @@ class Dispatcher:
     def _deliver(self, item: OutboxItem) -> str:
         if not item.payload_path.exists():
             raise Permanent(f"payload file {item.payload_path} is missing")
-        if item.destination == "folder":
+        if item.destination == "folder" or item.kind == "pdf":
             return deliver_folder(self.settings, item)
         if item.destination == "pacs":
             if self.settings.dicomweb_url:

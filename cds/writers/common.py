@@ -94,10 +94,3 @@ def read_headers(paths: list[Path]) -> list[Dataset]:
         except Exception as exc:  # pydicom raises several types for bad files
             raise ValueError(f"cannot read source DICOM {p}: {exc}") from exc
     return out
-
-
-def read_full(path: Path) -> Dataset:
-    try:
-        return pydicom.dcmread(path)
-    except Exception as exc:
-        raise ValueError(f"cannot read source DICOM {path}: {exc}") from exc

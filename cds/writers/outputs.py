@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
-from cds.domain import ClinicalContext, PatientRef, RecurrenceResult, SourceRef, StudyAnalysis
+from cds.domain import ClinicalContext, PatientRef, RecurrenceResult, StudyAnalysis
 from cds.settings import Settings
 from cds.writers import fhir_resources as fr
 from cds.writers import seg as segw
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 class OutputArtifact(BaseModel):
     """One file for the outbox."""
 
-    kind: Literal["dicom", "fhir"]
+    kind: Literal["dicom", "fhir", "pdf"]  # "pdf": the readable report, always to the output folder
     path: Path
     key: str  # idempotency key: study (or case inputs) / model / version / output type
     resource_type: str = ""  # FHIR resourceType, or the DICOM Modality (SEG, SR, DOC)
@@ -191,6 +190,9 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
     pdf_path = out_dir / "report.pdf"
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     pdf_path.write_bytes(pdf)
+    arts.append(OutputArtifact(kind="pdf", path=pdf_path, key=output_key(case_id, recurrence.model if recurrence
+                                                                         else analyses[0].model, "pdf"),
+                               resource_type="PDF", description="Clinician report (PDF)"))
     lead = recurrence.model if recurrence else analyses[0].model
     key = output_key(case_id, lead, "fhir-diagnosticreport")
     dr = fr.diagnostic_report(key=key, settings=settings, patient=patient, clinical=clinical,
@@ -229,4 +231,4 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
     return arts
 
 
-__all__ = ["OutputArtifact", "study_outputs", "case_outputs", "SourceRef"]
+__all__ = ["OutputArtifact", "study_outputs", "case_outputs"]

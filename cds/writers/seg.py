@@ -22,11 +22,14 @@ from cds.writers.common import (
     add_contributing_equipment,
     algorithm_identification,
     derived_uid,
-    read_full,
     read_headers,
 )
 
 log = logging.getLogger(__name__)
+
+# highdicom builds a SEG from the whole total pixel matrix in memory (float32 per segment):
+# 2**27 pixels is 512 MiB per segment, the most we allow on a small server.
+MAX_SEG_PIXELS = 2**27
 
 # Segmented property codes (CID 7150 / 7151 families as used for AI findings).
 _LESION_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
@@ -119,7 +122,12 @@ def slide_seg(analysis: StudyAnalysis, base_path: Path) -> hd.seg.Segmentation:
     sl = analysis.slide
     if sl is None:
         raise ValueError(f"study {analysis.study_instance_uid}: no slide result to write as SEG")
-    source = read_full(base_path)
+    if sl.base_rows * sl.base_columns > MAX_SEG_PIXELS:
+        raise ValueError(
+            f"slide {sl.base_sop_instance_uid}: base level {sl.base_rows}x{sl.base_columns} is too large "
+            f"for a full-resolution fractional SEG (limit {MAX_SEG_PIXELS} pixels); a SEG on a lower "
+            "pyramid level is not available yet")
+    source = read_headers([base_path])[0]
     if source.SOPInstanceUID != sl.base_sop_instance_uid:
         raise ValueError(f"{base_path} is SOP Instance {source.SOPInstanceUID}, expected the slide's "
                          f"base level {sl.base_sop_instance_uid}")

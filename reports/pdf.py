@@ -1,0 +1,189 @@
+"""The clinician PDF: jinja2 HTML rendered by WeasyPrint.
+
+Built to be read in one minute: identifiers, a summary table of every decision, each mammogram
+with its heatmap overlay and lesion outlines, the slide's attention map and top tiles, the
+recurrence risk at 3/5/7 years and its group, the inputs used and missing, and the models with
+their versions and calibration. Images are embedded as PNG data URIs so the PDF is self-contained.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from PIL import Image
+from skimage.draw import polygon_perimeter
+from skimage.transform import resize
+
+from cds.domain import ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_SIDE = 420
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fit(shape: tuple[int, int], max_side: int = MAX_SIDE) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(shape))
+    return max(1, int(round(shape[0] * scale))), max(1, int(round(shape[1] * scale)))
+
+
+def gray_to_rgb(image: np.ndarray) -> np.ndarray:
+    """Window a grey image to its 1st-99th percentile and return uint8 RGB."""
+    img = image.astype(np.float32)
+    lo, hi = np.percentile(img, (1, 99))
+    g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.repeat((g * 255)[..., None], 3, axis=2)
+
+
+def overlay(rgb: np.ndarray, heat: np.ndarray | None, polygons: list[list[tuple[float, float]]]) -> np.ndarray:
+    """Blend a [0,1] heatmap (red, alpha by value) over ``rgb`` and outline polygons in yellow."""
+    out = rgb.astype(np.float32).copy()
+    if heat is not None:
+        h = resize(heat.astype(np.float32), out.shape[:2], order=1, preserve_range=True)
+        h = np.clip(h, 0, 1)[..., None]
+        red = np.zeros_like(out)
+        red[..., 0] = 255
+        red[..., 1] = 80 * (1 - h[..., 0])
+        out = out * (1 - 0.55 * h) + red * 0.55 * h
+    for poly in polygons:
+        if len(poly) < 2:
+            continue
+        xs = np.array([p[0] for p in poly])
+        ys = np.array([p[1] for p in poly])
+        rr, cc = polygon_perimeter(ys, xs, shape=out.shape[:2], clip=True)
+        for d in (0, 1):
+            out[np.clip(rr + d, 0, out.shape[0] - 1), cc] = (255, 230, 0)
+    return out
+
+
+def _small(rgb: np.ndarray) -> np.ndarray:
+    return resize(rgb, (*_fit(rgb.shape[:2]), 3), order=1, preserve_range=True, anti_aliasing=True)
+
+
+def _fmt(p: float) -> str:
+    return f"{100 * p:.1f}%"
+
+
+def _show(value: float | str) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,
+                   recurrence: RecurrenceResult | None, source_paths: dict[str, Path]) -> dict[str, Any]:
+    """Everything the template shows, as plain values and PNG data URIs."""
+    import pydicom
+
+    models: dict[str, ModelIdentity] = {}
+    calib: dict[str, str] = {}
+    summary, mammo, slides = [], [], []
+    for a in analyses:
+        models[a.model.device_uid] = a.model
+        if a.mammography:
+            m = a.mammography
+            calib[a.model.device_uid] = f"threshold {m.exam_malignancy.threshold:.3f} ({m.exam_malignancy.threshold_name})"
+            summary.append({"label": "Mammography malignancy (exam)", "value": _fmt(m.exam_malignancy.probability),
+                            "positive": m.exam_malignancy.positive,
+                            "decision": "suspicious" if m.exam_malignancy.positive else "not suspicious",
+                            "model": f"{a.model.name} {a.model.version}"})
+            imgs = []
+            for img in m.images:
+                path = source_paths.get(img.sop_instance_uid)
+                if path is None or not Path(path).exists():
+                    # The report must still go out (the numbers matter more than the picture).
+                    log.warning("report: source image %s not on disk; shown without image", img.sop_instance_uid)
+                    rgb = np.full((img.rows, img.columns, 3), 128.0)
+                else:
+                    rgb = gray_to_rgb(pydicom.dcmread(path).pixel_array)
+                heat = img.heatmap.load(a.work_dir) if img.heatmap else None
+                scale = _fit(rgb.shape[:2])[0] / rgb.shape[0]
+                polys = [[(x * scale, y * scale) for x, y in les.polygon] for les in img.lesions]
+                small = _small(rgb)
+                imgs.append({
+                    "label": f"{img.laterality} {img.view}".strip() or img.sop_instance_uid,
+                    "predicted": img.predicted_class.replace("_", " "),
+                    "malignancy": _fmt(img.malignancy.probability), "positive": img.malignancy.positive,
+                    "threshold": _fmt(img.malignancy.threshold), "n_lesions": len(img.lesions),
+                    "image": _png_uri(small), "overlay": _png_uri(overlay(small, heat, polys)),
+                    "lesions": [{"id": les.tracking_id, "score": f"{les.score:.2f}",
+                                 "box": ", ".join(f"{v:.0f}" for v in les.box),
+                                 "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
+                                for les in img.lesions],
+                })
+            mammo.append({"study_uid": a.study_instance_uid, "images": imgs})
+        if a.slide:
+            s = a.slide
+            calib[a.model.device_uid] = f"threshold {s.metastasis.threshold:.3f} ({s.metastasis.threshold_name})"
+            summary.append({"label": "Lymph-node metastasis", "value": _fmt(s.metastasis.probability),
+                            "positive": s.metastasis.positive,
+                            "decision": "metastasis suspected" if s.metastasis.positive else "not suspected",
+                            "model": f"{a.model.name} {a.model.version}"})
+            att = s.attention_map.load(a.work_dir)
+            shape = _fit((s.base_rows, s.base_columns))
+            att_big = resize(att, shape, order=1, preserve_range=True)
+            base = np.full((*shape, 3), 235.0)
+            tiles = []
+            for t in s.top_tiles:
+                tiles.append({"image": _png_uri(t.image.load(a.work_dir)) if t.image else "",
+                              "pos": f"{t.x}, {t.y}", "attention": f"{t.attention:.3f}",
+                              "probability": _fmt(t.probability) if t.probability is not None else "-"})
+            slides.append({"study_uid": a.study_instance_uid, "probability": _fmt(s.metastasis.probability),
+                           "positive": s.metastasis.positive, "threshold": _fmt(s.metastasis.threshold),
+                           "stage1": s.tiles_stage1, "stage2": s.tiles_stage2,
+                           "attention": _png_uri(overlay(base, att_big, [])),
+                           "tiles": [t for t in tiles if t["image"]]})
+    rec = None
+    if recurrence is not None:
+        models[recurrence.model.device_uid] = recurrence.model
+        calib[recurrence.model.device_uid] = f"risk groups at cut-off {recurrence.cutoff:.3f}"
+        rec = {"group": recurrence.risk_group, "score": f"{recurrence.risk_score:.3f}",
+               "cutoff": f"{recurrence.cutoff:.3f}",
+               "risks": [(y, _fmt(p)) for y, p in sorted(recurrence.absolute_risk.items())],
+               "present": ", ".join(recurrence.modalities_present) or "none",
+               "missing": ", ".join(recurrence.modalities_missing) or "none"}
+        summary.append({"label": "Recurrence risk group", "value": recurrence.risk_group.upper(),
+                        "positive": recurrence.risk_group == "high",
+                        "decision": f"5-year risk {_fmt(recurrence.absolute_risk[5])}"
+                        if 5 in recurrence.absolute_risk else "", "model": f"{recurrence.model.name} {recurrence.model.version}"})
+    expected = ("age_years", "tumour_size_mm", "positive_nodes", "grade", "er", "pr", "her2", "ki67",
+                "menopausal_status")
+    inputs = [{"name": k, "value": _show(clinical.values[k]),
+               "source": (clinical.sources[k].display or clinical.sources[k].reference) if k in clinical.sources else "-"}
+              for k in expected if k in clinical.values]
+    missing = [k for k in expected if k not in clinical.values]
+    notice = next((m.notice for m in models.values() if m.notice), "")
+    return {
+        "patient": patient, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "notice": notice, "summary": summary, "mammo": mammo, "slides": slides, "recurrence": rec,
+        "inputs": inputs, "missing_inputs": ", ".join(missing), "us_text": clinical.ultrasound_report_text[:400],
+        "models": [{"name": m.name, "version": m.version, "device_uid": m.device_uid,
+                    "calibration": calib.get(uid, "-"), "notice": m.notice or "-"} for uid, m in models.items()],
+    }
+
+
+def render_html(context: dict[str, Any]) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("report.html.j2").render(**context)
+
+
+def render_pdf(context: dict[str, Any]) -> bytes:
+    """HTML -> PDF bytes (WeasyPrint)."""
+    from weasyprint import HTML
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    return HTML(string=render_html(context), base_url=str(TEMPLATES)).write_pdf()
