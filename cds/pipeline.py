@@ -170,13 +170,16 @@ class Pipeline:
             return 0
         out_dir = self.settings.work_dir / f"job-{job.id}" / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
+        # The writers get the source files from here, not from the store (one-way flow).
+        sources = {i.sop_instance_uid: i.path for a in kw["analyses"]
+                   for i in self.store.study_instances(a.study_instance_uid)}
         if scope == "study":
             artifacts = []
             for analysis in kw["analyses"]:
-                artifacts += writers.study_outputs(self.settings, analysis, out_dir)
+                artifacts += writers.study_outputs(self.settings, analysis, out_dir, sources=sources)
         else:
             artifacts = writers.case_outputs(self.settings, kw["patient"], kw["analyses"],
-                                             kw["clinical"], kw["recurrence"], out_dir)
+                                             kw["clinical"], kw["recurrence"], out_dir, sources=sources)
         for a in artifacts:
             destination = self._destination(a.kind)
             self.store.outbox_add(a.kind, destination, a.key, a.path,
