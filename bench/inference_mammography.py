@@ -1,0 +1,112 @@
+"""Benchmark: mammography inference per 4-view exam.
+
+Measures, as medians over repeats: DICOM decode, preprocessing, model time with onnxruntime
+(the shipped ONNX file) and with PyTorch eager (same architecture; timing does not depend on the
+weight values, so a freshly initialised network is used), their ratio, the full
+``MammographyModel.analyze`` time (decode + model + masks/contours at source resolution) and
+peak RSS. Run: ``python bench/inference_mammography.py [--rows 1024 --columns 832 --repeats 7]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cds.domain import InstanceRecord, PatientRef, StudyInput  # noqa: E402
+from cds.settings import Settings  # noqa: E402
+from models.mammography.preprocess import prepare_image, read_mg  # noqa: E402
+from models.mammography.runtime import load  # noqa: E402
+from models.phantoms.mammography import generate_exam  # noqa: E402
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1024)
+    ap.add_argument("--columns", type=int, default=832)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2, help="threads for onnxruntime and torch")
+    args = ap.parse_args()
+
+    import pydicom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        truth = generate_exam(tmp_path / "exam", seed=1, patient=PatientRef(patient_id="BENCH"),
+                              rows=args.rows, columns=args.columns, force_label="invasive")
+        paths = truth.paths
+        insts = []
+        for p in paths:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            insts.append(InstanceRecord(sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
+                                        study_instance_uid=ds.StudyInstanceUID,
+                                        series_instance_uid=ds.SeriesInstanceUID, modality="MG", path=p))
+        study = StudyInput(study_instance_uid=truth.study_instance_uid, modality="MG",
+                           patient=PatientRef(patient_id="BENCH"), instances=insts)
+
+        t_decode = _median_time(lambda: [read_mg(p) for p in paths], args.repeats)
+        images = [read_mg(p) for p in paths]
+        t_prep = _median_time(lambda: [prepare_image(i.pixels, i.laterality, i.invert) for i in images],
+                              args.repeats)
+        x = np.stack([prepare_image(i.pixels, i.laterality, i.invert) for i in images])[:, None]
+
+        model = load(Settings())
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(str(model.identity.card.parent / "mammography.onnx"), opts,
+                                    providers=["CPUExecutionProvider"])
+        feed = {"image": x.astype(np.float32), "tta_alpha": np.zeros(1, np.float32)}
+        sess.run(None, feed)
+        t_ort = _median_time(lambda: sess.run(None, feed), args.repeats)
+
+        import torch
+
+        from models.mammography.net import ExportWrapper, MammoNet
+
+        torch.set_num_threads(args.threads)
+        net = ExportWrapper(MammoNet()).eval()
+        xt, at = torch.from_numpy(feed["image"]), torch.zeros(1)
+
+        def eager() -> None:
+            with torch.no_grad():
+                net(xt, at)
+
+        eager()
+        t_torch = _median_time(eager, args.repeats)
+        work = tmp_path / "work"
+        model.analyze(study, work)
+        t_analyze = _median_time(lambda: model.analyze(study, work), args.repeats)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(f"mammography inference, 4-view exam {args.rows}x{args.columns}, {args.threads} threads, "
+          f"medians of {args.repeats}")
+    print(f"  decode (pydicom, 4 images)        {t_decode * 1000:8.1f} ms")
+    print(f"  preprocessing (4 images)          {t_prep * 1000:8.1f} ms")
+    print(f"  model, onnxruntime (batch 4)      {t_ort * 1000:8.1f} ms")
+    print(f"  model, torch eager (batch 4)      {t_torch * 1000:8.1f} ms")
+    print(f"  ratio torch eager / onnxruntime   {t_torch / t_ort:8.2f} x")
+    print(f"  full analyze() per exam           {t_analyze * 1000:8.1f} ms")
+    print(f"  peak RSS                          {rss_mb:8.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

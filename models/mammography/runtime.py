@@ -1,0 +1,223 @@
+"""Mammography runtime: the shipped ONNX model run by onnxruntime (no torch).
+
+``load(settings)`` finds ``mammography.onnx`` and ``card.json`` (``settings.models_dir`` /
+``mammography`` or ``settings.models_dir`` itself, else the shipped ``weights`` folder), checks the
+weights' SHA-256 against the card, and returns a :class:`MammographyModel`. ``analyze`` decodes each
+MG instance of the study, runs the 4 views as one batch (so test-time adaptation, when
+``settings.tta`` is on, adapts normalization statistics to this exam), applies the card's
+temperature and operating threshold, and turns the lesion probability map into masks at SOURCE
+resolution, polygons and boxes in source pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cds.domain import (
+    MAMMO_CLASSES,
+    ArrayFile,
+    Calibrated,
+    Lesion,
+    MammographyResult,
+    MammoImageFinding,
+    StudyAnalysis,
+    StudyInput,
+)
+from cds.registry import ModelUnavailable
+from cds.settings import Settings
+from models import calibration as cal
+from models.cards import ModelCard
+from models.mammography.preprocess import (
+    INPUT_SHAPE,
+    MG_SOP_CLASSES,
+    MammoInputError,
+    MgImage,
+    mask_to_source,
+    prepare_image,
+    read_mg,
+)
+
+log = logging.getLogger(__name__)
+
+ONNX_NAME = "mammography.onnx"
+CARD_NAME = "card.json"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _weights_dir(settings: Settings) -> Path:
+    if settings.models_dir:
+        for cand in (Path(settings.models_dir) / "mammography", Path(settings.models_dir)):
+            if (cand / ONNX_NAME).is_file():
+                return cand
+        return Path(settings.models_dir) / "mammography"
+    return SHIPPED_DIR
+
+
+def load(settings: Settings) -> "MammographyModel":
+    """The mammography model, or :class:`ModelUnavailable` saying which file is missing/wrong."""
+    folder = _weights_dir(settings)
+    onnx_path, card_path = folder / ONNX_NAME, folder / CARD_NAME
+    for p in (onnx_path, card_path):
+        if not p.is_file():
+            raise ModelUnavailable(
+                f"mammography model not available: {p} is missing (run `cds train synthetic`)")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelUnavailable(f"mammography model needs onnxruntime: {exc}") from exc
+    try:
+        card = ModelCard.read(card_path)
+    except Exception as exc:
+        raise ModelUnavailable(f"mammography card {card_path} is not a valid model card: {exc}") from exc
+    expected = card.weights_sha256.get(ONNX_NAME)
+    if expected:
+        import hashlib
+
+        actual = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise ModelUnavailable(
+                f"mammography weights {onnx_path} do not match their card (sha256 {actual[:12]}..., "
+                f"card says {expected[:12]}...)")
+    for key in ("temperature",):
+        if key not in card.calibration:
+            raise ModelUnavailable(f"mammography card {card_path} lacks calibration.{key}")
+    if "youden" not in card.thresholds:
+        raise ModelUnavailable(f"mammography card {card_path} lacks thresholds.youden")
+    return MammographyModel(onnx_path, card, card_path, settings)
+
+
+class MammographyModel:
+    """Classification, localization and grading of one MG study with onnxruntime."""
+
+    modalities = frozenset({"MG"})
+
+    def __init__(self, onnx_path: Path, card: ModelCard, card_path: Path, settings: Settings) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        opts.inter_op_num_threads = 1
+        # no busy-waiting: the service shares its CPU cores with listeners and other models
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.card = card
+        self.identity = card.identity(card_path)
+        self.tta = bool(settings.tta)
+        self.temperature = float(card.calibration["temperature"])
+        self.threshold = float(card.thresholds["youden"])
+        lp = card.outputs.get("lesion_prob", {})
+        self.seg_threshold = float(lp.get("threshold", 0.5))
+        self.min_pixels = int(lp.get("min_component_pixels", 12))
+        self.tta_alpha = float(card.inputs.get("tta_alpha", {}).get("with_settings_tta", 0.5))
+
+    # -- inference on arrays ---------------------------------------------------------------------
+
+    def run_arrays(self, x: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw ONNX outputs for prepared inputs ``x`` (n, 1, H, W): logits, lesion prob, grades."""
+        use_tta = self.tta if tta is None else tta
+        alpha = np.array([self.tta_alpha if use_tta else 0.0], np.float32)
+        logits, lesion, grades = self._session.run(None, {"image": x.astype(np.float32), "tta_alpha": alpha})
+        return logits, lesion[:, 0], grades
+
+    # -- study ---------------------------------------------------------------------------------
+
+    def _images(self, study: StudyInput) -> list[MgImage]:
+        """Decode the study's MG images; For Processing only when no For Presentation exists."""
+        insts = [i for i in study.instances if i.sop_class_uid in MG_SOP_CLASSES]
+        skipped = len(study.instances) - len(insts)
+        if skipped:
+            log.info("study %s: %d non-MG-image instances ignored", study.study_instance_uid, skipped)
+        presentation = [i for i in insts if MG_SOP_CLASSES[i.sop_class_uid] == "for_presentation"]
+        chosen = presentation or insts
+        if not chosen:
+            raise MammoInputError(
+                f"study {study.study_instance_uid}: no Digital Mammography X-Ray image instances "
+                f"(SOP Class {', '.join(MG_SOP_CLASSES)}) among {len(study.instances)} instances")
+        return [read_mg(i.path) for i in chosen]
+
+    def analyze(self, study: StudyInput, work_dir: Path) -> StudyAnalysis:
+        work_dir = Path(work_dir)
+        images = self._images(study)
+        x = np.stack([prepare_image(im.pixels, im.laterality, im.invert) for im in images])[:, None]
+        logits, lesion_prob, grade_probs = self.run_arrays(x)
+        probs = cal.apply_temperature(logits, self.temperature)
+        findings = []
+        for k, im in enumerate(images):
+            findings.append(self._finding(im, probs[k], lesion_prob[k], grade_probs[k], work_dir))
+        exam_p = max(f.malignancy.probability for f in findings)
+        result = MammographyResult(
+            images=findings,
+            exam_malignancy=Calibrated(probability=exam_p, threshold=self.threshold, threshold_name="youden"),
+            tta_applied=self.tta,
+        )
+        log.info("study %s: %d MG images analysed, exam malignancy %.3f", study.study_instance_uid,
+                 len(findings), exam_p)
+        return StudyAnalysis(study_instance_uid=study.study_instance_uid, modality="MG",
+                             patient=study.patient, model=self.identity, work_dir=work_dir,
+                             mammography=result)
+
+    def _finding(self, im: MgImage, probs: np.ndarray, prob_map: np.ndarray, grades: np.ndarray,
+                 work_dir: Path) -> MammoImageFinding:
+        from models.phantoms.dicom_common import new_uid
+
+        base = f"mammography/{im.sop_instance_uid}"
+        mal = float(np.clip(probs[MAMMO_CLASSES.index("in_situ")] + probs[MAMMO_CLASSES.index("invasive")], 0, 1))
+        heat = prob_map[:, ::-1] if im.laterality == "R" else prob_map
+        heatmap = ArrayFile.save(work_dir, f"{base}/heatmap.npy", np.ascontiguousarray(heat, np.float32))
+        lesions = self._lesions(im, prob_map, work_dir, base, new_uid)
+        return MammoImageFinding(
+            sop_instance_uid=im.sop_instance_uid,
+            sop_class_uid=im.sop_class_uid,
+            series_instance_uid=im.series_instance_uid,
+            laterality=im.laterality if im.laterality in ("L", "R") else "",
+            view=im.view,
+            rows=im.rows,
+            columns=im.columns,
+            pixel_spacing_mm=im.pixel_spacing_mm,
+            class_probabilities={c: float(p) for c, p in zip(MAMMO_CLASSES, probs)},
+            malignancy=Calibrated(probability=mal, threshold=self.threshold, threshold_name="youden"),
+            grade_probabilities=[float(g) for g in grades],
+            lesions=lesions,
+            heatmap=heatmap,
+        )
+
+    def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str, new_uid) -> list[Lesion]:
+        """Connected components of the thresholded map, at source resolution."""
+        from skimage.measure import find_contours, label, regionprops
+
+        small = prob_map >= self.seg_threshold
+        if not small.any():
+            return []
+        src = mask_to_source(prob_map, im.laterality, im.rows, im.columns)
+        lab = label(src >= self.seg_threshold)
+        min_src = self.min_pixels * (im.rows * im.columns) / float(INPUT_SHAPE[0] * INPUT_SHAPE[1])
+        out: list[Lesion] = []
+        for region in regionprops(lab, intensity_image=src):
+            if region.area < min_src:
+                continue
+            n = len(out) + 1
+            r0, c0, r1, c1 = region.bbox
+            mask = np.zeros((im.rows, im.columns), np.uint8)
+            mask[r0:r1, c0:c1] = region.image.astype(np.uint8)
+            padded = np.pad(region.image.astype(np.uint8), 1)
+            contours = find_contours(padded, 0.5)
+            contour = max(contours, key=len) if contours else np.empty((0, 2))
+            poly = [(float(c + c0 - 1), float(r + r0 - 1)) for r, c in contour]
+            if poly and poly[0] != poly[-1]:
+                poly.append(poly[0])
+            area_mm2 = None
+            if im.pixel_spacing_mm:
+                area_mm2 = float(region.area * im.pixel_spacing_mm[0] * im.pixel_spacing_mm[1])
+            out.append(Lesion(
+                tracking_id=f"lesion-{n}",
+                tracking_uid=new_uid(f"{self.identity.device_uid}/{im.sop_instance_uid}/lesion/{n}"),
+                box=(float(c0), float(r0), float(c1), float(r1)),
+                polygon=poly,
+                mask=ArrayFile.save(work_dir, f"{base}/lesion_{n}.npy", mask),
+                score=float(np.clip(region.intensity_max, 0.0, 1.0)),
+                area_mm2=area_mm2,
+            ))
+        return out

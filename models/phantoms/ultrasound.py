@@ -1,0 +1,179 @@
+"""Seeded B-mode breast ultrasound phantom (Ultrasound Image Storage) plus its written report.
+
+What it draws, and why: fully developed speckle (Rayleigh-distributed amplitude, log-compressed)
+over layered tissue (skin line, fat lobules, fibroglandular band, pectoralis), and one
+hypoechoic lesion whose BI-RADS features follow a latent risk: a higher ``latent_risk`` makes
+the lesion more irregular (spiculated margin), more often taller-than-wide, darker, and casts a
+posterior acoustic shadow, while low risk gives an oval, parallel, circumscribed lesion with
+posterior enhancement. The report text states the same descriptors, so image features, report
+lexicon and latent risk agree, which is what the ultrasound branch of the recurrence model needs
+to learn from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+from pydicom.uid import UID
+from scipy import ndimage
+
+from cds.domain import PatientRef
+from models.phantoms.dicom_common import base_dataset, new_uid, save_dataset
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+ROWS, COLUMNS = 256, 320
+PIXEL_SPACING_MM = 0.2  # 64 mm wide field of view
+
+
+class UltrasoundTruth(BaseModel):
+    path: Path
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    lesion_box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    latent_risk: float
+    report_text: str
+    descriptors: dict[str, str | float]
+
+
+def _lesion_mask(rng: np.random.Generator, cy: float, cx: float, ry: float, rx: float,
+                 irregularity: float, spicules: int) -> np.ndarray:
+    """Star-shaped lesion: an ellipse whose radius is modulated by harmonics and spicules."""
+    yy, xx = np.mgrid[0:ROWS, 0:COLUMNS].astype(float)
+    dy, dx = (yy - cy) / ry, (xx - cx) / rx
+    r = np.hypot(dy, dx)
+    theta = np.arctan2(dy, dx)
+    mod = np.ones_like(theta)
+    for k in (3, 5, 7):
+        mod += irregularity * rng.uniform(0.05, 0.15) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    if spicules:
+        phases = rng.uniform(0, 2 * np.pi, spicules)
+        for p in phases:
+            mod += 0.35 * np.exp(-((np.angle(np.exp(1j * (theta - p)))) ** 2) / 0.004)
+    return r <= mod
+
+
+def _report(desc: dict[str, str | float]) -> str:
+    posterior = {"enhancement": "posterior acoustic enhancement", "shadowing": "posterior acoustic shadowing",
+                 "none": "no posterior acoustic features"}[str(desc["posterior"])]
+    orientation = "parallel to the skin" if desc["orientation"] == "parallel" else "not parallel (taller than wide)"
+    calc = "Echogenic foci consistent with calcifications are seen within the mass." if desc["calcifications"] == "yes" \
+        else "No calcifications."
+    return (
+        f"Targeted ultrasound of the breast. There is {'an' if desc['shape'] == 'oval' else 'an'} {desc['shape']}, {desc['echo']} mass, "
+        f"{orientation}, with {desc['margin']} margins, measuring "
+        f"{desc['size_x_mm']:.0f} x {desc['size_y_mm']:.0f} mm, with {posterior}. {calc} "
+        f"Assessment: BI-RADS {desc['birads']}."
+    )
+
+
+def generate_ultrasound(
+    out_dir: Path,
+    seed: int,
+    patient: PatientRef,
+    *,
+    study_uid: str | None = None,
+    latent_risk: float = 0.0,
+) -> UltrasoundTruth:
+    """Write one US image (``<out_dir>/us_<seed>.dcm``) and return its truth and report text."""
+    rng = np.random.default_rng(seed)
+    z = float(latent_risk)
+    p_bad = 1.0 / (1.0 + np.exp(-1.5 * z))  # probability of each suspicious feature
+    irregular = rng.random() < p_bad
+    taller = rng.random() < 0.8 * p_bad
+    shadow = rng.random() < p_bad
+    calcs = rng.random() < 0.6 * p_bad
+    spicules = int(rng.integers(6, 12)) if (irregular and rng.random() < p_bad) else 0
+
+    # Background tissue echogenicity (mean amplitude map), then speckle on top.
+    yy, xx = np.mgrid[0:ROWS, 0:COLUMNS].astype(float)
+    tissue = np.full((ROWS, COLUMNS), 0.55)
+    tissue[yy < 12] = 1.0  # skin
+    fat = ndimage.gaussian_filter(rng.standard_normal((ROWS, COLUMNS)), 12) > 0.15
+    tissue[(yy >= 12) & (yy < 70) & fat] = 0.35
+    band = (yy > 70) & (yy < 200 + 10 * np.sin(xx / 40))
+    tissue[band] = 0.75
+    tissue[yy >= 215] = 0.5  # pectoralis
+    size_x = float(np.clip(rng.normal(14 + 4 * max(z, -1.0), 3), 6, 24))  # mm, grows with risk
+    size_y = size_x * (rng.uniform(1.05, 1.3) if taller else rng.uniform(0.5, 0.8))
+    rx, ry = size_x / PIXEL_SPACING_MM / 2, size_y / PIXEL_SPACING_MM / 2
+    cx = rng.uniform(rx + 20, COLUMNS - rx - 20)
+    cy_lo = max(ry + 40, 80)
+    cy = rng.uniform(cy_lo, max(cy_lo + 1, min(ROWS - ry - 20, 180)))
+    mask = _lesion_mask(rng, cy, cx, ry, rx, 1.2 if irregular else 0.3, spicules)
+    lesion_level = 0.18 - 0.06 * np.tanh(z)
+    tissue[mask] = lesion_level
+    below = (yy > cy) & (np.abs(xx - cx) < rx * 0.8) & ~mask
+    posterior = "shadowing" if shadow else ("enhancement" if rng.random() > 0.3 else "none")
+    if posterior == "shadowing":
+        tissue[below] *= 0.35
+    elif posterior == "enhancement":
+        tissue[below] *= 1.45
+    if calcs:
+        ys, xs = np.nonzero(mask)
+        for k in rng.choice(len(ys), size=min(6, len(ys)), replace=False):
+            tissue[max(ys[k] - 1, 0):ys[k] + 1, max(xs[k] - 1, 0):xs[k] + 1] = 1.4
+    tissue = ndimage.gaussian_filter(tissue, 1.2)
+    # Speckle: Rayleigh amplitude from a complex Gaussian field, smoothed to a ~3-pixel cell.
+    field = rng.standard_normal((ROWS, COLUMNS)) + 1j * rng.standard_normal((ROWS, COLUMNS))
+    field = ndimage.gaussian_filter(field.real, (1.0, 2.0)) + 1j * ndimage.gaussian_filter(field.imag, (1.0, 2.0))
+    amplitude = tissue * np.abs(field) / 0.6
+    depth_gain = 1.0 - 0.25 * yy / ROWS  # time-gain compensation leaves some attenuation
+    image = np.log1p(8.0 * amplitude * depth_gain) / np.log1p(8.0 * 2.5)
+    pixels = np.clip(image * 255, 0, 255).astype(np.uint8)
+
+    ys, xs = np.nonzero(mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    score = int(irregular) + int(taller) + int(shadow) + int(calcs) + int(spicules > 0)
+    birads = ["3", "4A", "4B", "4C", "5", "5"][score]
+    margin = "spiculated" if spicules else ("indistinct" if irregular else "circumscribed")
+    desc: dict[str, str | float] = {
+        "shape": "irregular" if irregular else "oval",
+        "orientation": "not_parallel" if taller else "parallel",
+        "margin": margin,
+        "echo": "hypoechoic",
+        "posterior": posterior,
+        "calcifications": "yes" if calcs else "no",
+        "size_x_mm": round(size_x, 1),
+        "size_y_mm": round(size_y, 1),
+        "birads": birads,
+    }
+
+    study_uid = study_uid or new_uid(f"us-study-{seed}")
+    series_uid = new_uid(f"us-series-{seed}-{study_uid}")
+    sop_uid = new_uid(f"us-sop-{seed}-{study_uid}")
+    ds = base_dataset(patient, study_uid, series_uid, US_IMAGE_STORAGE, "US", 1, 1,
+                      sop_instance_uid=sop_uid, model_name="breast US phantom")
+    # US Image module + Image Pixel
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = ROWS, COLUMNS
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "00"
+    ds.PixelData = pixels.tobytes()
+    ds.BodyPartExamined = "BREAST"
+    ds.Laterality = "R"  # General Series
+    ds.PatientOrientation = ["", ""]
+    # US Region Calibration: one B-mode region with physical spacing in cm.
+    from pydicom.dataset import Dataset
+
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = COLUMNS - 1, ROWS - 1
+    region.PhysicalUnitsXDirection = 3  # cm
+    region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = PIXEL_SPACING_MM / 10.0
+    region.PhysicalDeltaY = PIXEL_SPACING_MM / 10.0
+    region.ReferencePixelX0, region.ReferencePixelY0 = 0, 0
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.SOPClassUID = UID(US_IMAGE_STORAGE)
+    path = save_dataset(ds, Path(out_dir) / f"us_{seed}.dcm")
+    return UltrasoundTruth(path=path, study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
+                           lesion_box=box, latent_risk=z, report_text=_report(desc), descriptors=desc)

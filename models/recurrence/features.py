@@ -1,0 +1,372 @@
+"""Turn a patient case into the fixed-length arrays the recurrence network reads (no torch).
+
+The network never sees names, only positions, so the *names* of every input live here in a
+:class:`FeatureSpec` that is written into the model card and read back at runtime. Whatever a
+case lacks (a clinical variable not found in FHIR, a pathomics feature the slide model did not
+produce, a whole modality) becomes a 0 in the matching mask: the network replaces it by a learned
+"missing" embedding, so a missing input is never silently read as a real zero.
+
+Clinical encoding (what MRRP's clinical branch uses, plus hormone therapy which GBSG2 records):
+
+* continuous, each through its own learnable linear map: age (years), tumour size (mm),
+  positive nodes (log1p), ER and PR (log1p fmol/l, GBSG2's units), Ki-67 (percent);
+* categorical, each through an embedding (index 0 = missing): grade (1-3), menopausal status,
+  HER2, hormone therapy, molecular subtype (derived from ER/PR/HER2/Ki-67).
+
+ER/PR given as "positive"/"negative" (a typical FHIR Observation) are mapped to a representative
+fmol/l value on either side of the 10 fmol/l cut-off GBSG2 used, so both encodings meet the same
+scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from cds.domain import CaseInput, SourceRef
+
+# Representative receptor values (fmol/l) for qualitative results: below / above GBSG2's cut-off.
+RECEPTOR_NEGATIVE_FMOL = 3.0
+RECEPTOR_POSITIVE_FMOL = 60.0
+RECEPTOR_CUTOFF_FMOL = 10.0
+KI67_HIGH_PERCENT = 20.0
+
+CONTINUOUS_VARIABLES: tuple[str, ...] = (
+    "age_years",
+    "tumour_size_mm",
+    "positive_nodes",
+    "er",
+    "pr",
+    "ki67",
+)
+# name -> allowed levels (index = position + 1; 0 is "missing").
+CATEGORICAL_LEVELS: dict[str, tuple[str, ...]] = {
+    "grade": ("1", "2", "3"),
+    "menopausal_status": ("pre", "post"),
+    "her2": ("negative", "positive"),
+    "hormone_therapy": ("no", "yes"),
+    "subtype": ("luminal_a", "luminal_b", "her2_enriched", "triple_negative", "hr_positive_her2_unknown"),
+}
+CATEGORICAL_VARIABLES: tuple[str, ...] = tuple(CATEGORICAL_LEVELS)
+
+# Default names of the slide (pathomics) and ultrasound inputs. They are configuration: the card
+# stores the list a model was trained with; a name a case does not provide is a missing input.
+# Key names produced by models/pathomics/features.py (``<feature>_<stat>``), the slide model's contract.
+DEFAULT_MORPHOLOGY: tuple[str, ...] = (
+    "area_um2_mean", "area_um2_std", "perimeter_um_mean", "eccentricity_mean", "circularity_mean",
+    "curvature_mean_per_um_mean", "glcm_contrast_mean", "glcm_homogeneity_mean", "intensity_mean_mean",
+    "hematoxylin_mean_mean",
+)
+DEFAULT_TOPOLOGY: tuple[str, ...] = (
+    "degree_mean", "clustering_mean", "closeness_mean", "betweenness_mean",
+    "edge_length_um_mean", "edge_length_um_std", "nuclei_density_per_mm2", "lymphocyte_fraction",
+)
+DEFAULT_RADIOMICS: tuple[str, ...] = (
+    "original_firstorder_Mean", "original_firstorder_Entropy", "original_firstorder_Skewness",
+    "original_glcm_Contrast", "original_glcm_Correlation", "original_glrlm_RunLengthNonUniformity",
+    "original_glszm_ZonePercentage", "original_shape2D_Elongation", "original_shape2D_Sphericity",
+    "original_shape2D_PerimeterSurfaceRatio", "log_sigma_2_firstorder_Mean", "wavelet_HH_firstorder_Energy",
+)
+DEFAULT_WSI_EMBEDDING_DIM = 64  # models/slides/nets.py FEATURE_DIM
+DEFAULT_US_DEEP_DIM = 32
+TEXT_EMBEDDING_DIM = 384
+# Structured BI-RADS lexicon fields used as text tokens (values are numeric codes, see lexicon).
+TEXT_LEXICON_FIELDS: tuple[str, ...] = (
+    "shape_irregular", "orientation_not_parallel", "margin_not_circumscribed",
+    "posterior_shadowing", "calcifications_present", "birads_category", "size_mm",
+)
+
+
+class Standardizer(BaseModel):
+    """Per-column mean/std learned on the training set (stored in the card)."""
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, mask: np.ndarray) -> "Standardizer":
+        means, stds = [], []
+        for j in range(x.shape[1]):
+            col = x[mask[:, j] > 0, j]
+            m = float(col.mean()) if col.size else 0.0
+            s = float(col.std()) if col.size > 1 else 1.0
+            means.append(m)
+            stds.append(s if s > 1e-8 else 1.0)
+        return cls(mean=means, std=stds)
+
+    def apply(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        z = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.where(mask > 0, np.clip(z, -6, 6), 0.0).astype(np.float32)
+
+
+class FeatureSpec(BaseModel):
+    """Every input name, in network order, plus the training-set standardizers."""
+
+    continuous: list[str] = Field(default_factory=lambda: list(CONTINUOUS_VARIABLES))
+    categorical: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in CATEGORICAL_LEVELS.items()}
+    )
+    morphology: list[str] = Field(default_factory=lambda: list(DEFAULT_MORPHOLOGY))
+    topology: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPOLOGY))
+    radiomics: list[str] = Field(default_factory=lambda: list(DEFAULT_RADIOMICS))
+    wsi_embedding_dim: int = DEFAULT_WSI_EMBEDDING_DIM
+    us_deep_dim: int = DEFAULT_US_DEEP_DIM
+    text_fields: list[str] = Field(default_factory=lambda: list(TEXT_LEXICON_FIELDS))
+    text_embedding_dim: int = TEXT_EMBEDDING_DIM
+    scalers: dict[str, Standardizer] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Clinical values -> arrays
+# ----------------------------------------------------------------------------------------------
+
+
+def _receptor_fmol(value: float | str | None) -> float | None:
+    """ER/PR as fmol/l: numbers pass through; "positive"/"negative" map to either side of 10."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(float(value)) and value >= 0 else None
+    text = str(value).strip().lower()
+    if text in ("positive", "pos", "+", "yes"):
+        return RECEPTOR_POSITIVE_FMOL
+    if text in ("negative", "neg", "-", "no"):
+        return RECEPTOR_NEGATIVE_FMOL
+    try:
+        return _receptor_fmol(float(text))
+    except ValueError:
+        return None
+
+
+def _number(value: float | str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _level(value: float | str | None, name: str) -> str | None:
+    """Normalize a categorical value to one of :data:`CATEGORICAL_LEVELS` (None when unknown)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if name == "grade":
+        roman = {"i": "1", "ii": "2", "iii": "3"}
+        text = roman.get(text, text)
+        try:
+            text = str(int(float(text)))
+        except ValueError:
+            return None
+    elif name == "menopausal_status":
+        text = {"premenopausal": "pre", "postmenopausal": "post"}.get(text, text)
+    elif name in ("her2", "hormone_therapy"):
+        text = {"pos": "positive", "neg": "negative", "+": "positive", "-": "negative",
+                "true": "yes", "false": "no"}.get(text, text)
+    return text if text in CATEGORICAL_LEVELS[name] else None
+
+
+def molecular_subtype(er: float | None, pr: float | None, her2: str | None, ki67: float | None) -> str | None:
+    """Surrogate intrinsic subtype (St Gallen style) from receptor status, HER2 and Ki-67.
+
+    Returns None when hormone-receptor status itself is unknown.
+    """
+    if er is None and pr is None:
+        return None
+    hr_pos = (er is not None and er >= RECEPTOR_CUTOFF_FMOL) or (pr is not None and pr >= RECEPTOR_CUTOFF_FMOL)
+    if her2 is None:
+        return "hr_positive_her2_unknown" if hr_pos else None
+    if her2 == "positive":
+        return "luminal_b" if hr_pos else "her2_enriched"
+    if not hr_pos:
+        return "triple_negative"
+    if ki67 is not None and ki67 >= KI67_HIGH_PERCENT:
+        return "luminal_b"
+    return "luminal_a"
+
+
+def clinical_raw(values: Mapping[str, float | str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(continuous raw values, continuous mask, categorical indices) for one patient.
+
+    Continuous values are transformed (log1p for counts and receptor levels) but not yet
+    standardized; categorical index 0 means missing.
+    """
+    er = _receptor_fmol(values.get("er"))
+    pr = _receptor_fmol(values.get("pr"))
+    ki67 = _number(values.get("ki67"))
+    her2 = _level(values.get("her2"), "her2")
+    nodes = _number(values.get("positive_nodes"))
+    cont = {
+        "age_years": _number(values.get("age_years")),
+        "tumour_size_mm": _number(values.get("tumour_size_mm")),
+        "positive_nodes": math.log1p(nodes) if nodes is not None and nodes >= 0 else None,
+        "er": math.log1p(er) if er is not None else None,
+        "pr": math.log1p(pr) if pr is not None else None,
+        "ki67": ki67 if ki67 is not None and 0 <= ki67 <= 100 else None,
+    }
+    x = np.array([cont[k] if cont[k] is not None else 0.0 for k in CONTINUOUS_VARIABLES], np.float32)
+    m = np.array([1.0 if cont[k] is not None else 0.0 for k in CONTINUOUS_VARIABLES], np.float32)
+    cats = {name: _level(values.get(name), name) for name in CATEGORICAL_VARIABLES if name != "subtype"}
+    cats["subtype"] = molecular_subtype(er, pr, her2, ki67)
+    idx = np.array(
+        [CATEGORICAL_LEVELS[n].index(cats[n]) + 1 if cats[n] is not None else 0 for n in CATEGORICAL_VARIABLES],
+        np.int64,
+    )
+    return x, m, idx
+
+
+def named_vector(values: Mapping[str, float] | None, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Values in ``names`` order and a mask (0 where the name is absent or not finite)."""
+    x = np.zeros(len(names), np.float32)
+    m = np.zeros(len(names), np.float32)
+    if values:
+        for j, name in enumerate(names):
+            v = _number(values.get(name))
+            if v is not None:
+                x[j], m[j] = v, 1.0
+    return x, m
+
+
+def fixed_vector(values: Sequence[float] | None, dim: int) -> tuple[np.ndarray, float]:
+    """A deep-feature vector of the trained length, or zeros and availability 0 when it differs."""
+    if values is None or len(values) != dim:
+        return np.zeros(dim, np.float32), 0.0
+    arr = np.asarray(values, np.float32)
+    if not np.all(np.isfinite(arr)):
+        return np.zeros(dim, np.float32), 0.0
+    return arr, 1.0
+
+
+INPUT_NAMES: tuple[str, ...] = (
+    "clin_cont", "clin_cont_mask", "clin_cat",
+    "wsi_deep", "morph", "morph_mask", "topo", "topo_mask",
+    "us_deep", "rad", "rad_mask", "text_fields", "text_fields_mask", "text_emb",
+    "modality_mask",
+)
+# modality_mask columns: WSI available, US available, text embedding available.
+MODALITY_COLUMNS: tuple[str, ...] = ("wsi", "us", "text_embedding")
+
+
+def empty_batch(spec: FeatureSpec, n: int) -> dict[str, np.ndarray]:
+    """All-missing arrays for ``n`` patients (every modality absent)."""
+    f = np.float32
+    return {
+        "clin_cont": np.zeros((n, len(spec.continuous)), f),
+        "clin_cont_mask": np.zeros((n, len(spec.continuous)), f),
+        "clin_cat": np.zeros((n, len(spec.categorical)), np.int64),
+        "wsi_deep": np.zeros((n, spec.wsi_embedding_dim), f),
+        "morph": np.zeros((n, len(spec.morphology)), f),
+        "morph_mask": np.zeros((n, len(spec.morphology)), f),
+        "topo": np.zeros((n, len(spec.topology)), f),
+        "topo_mask": np.zeros((n, len(spec.topology)), f),
+        "us_deep": np.zeros((n, spec.us_deep_dim), f),
+        "rad": np.zeros((n, len(spec.radiomics)), f),
+        "rad_mask": np.zeros((n, len(spec.radiomics)), f),
+        "text_fields": np.zeros((n, len(spec.text_fields)), f),
+        "text_fields_mask": np.zeros((n, len(spec.text_fields)), f),
+        "text_emb": np.zeros((n, spec.text_embedding_dim), f),
+        "modality_mask": np.zeros((n, len(MODALITY_COLUMNS)), f),
+    }
+
+
+# Groups that are standardized with a training-set Standardizer: array key -> mask key.
+SCALED_GROUPS: dict[str, str] = {
+    "clin_cont": "clin_cont_mask",
+    "morph": "morph_mask",
+    "topo": "topo_mask",
+    "rad": "rad_mask",
+    "text_fields": "text_fields_mask",
+}
+
+
+def fit_scalers(batch: dict[str, np.ndarray]) -> dict[str, Standardizer]:
+    return {k: Standardizer.fit(batch[k], batch[m]) for k, m in SCALED_GROUPS.items()}
+
+
+def standardize(batch: dict[str, np.ndarray], scalers: Mapping[str, Standardizer]) -> dict[str, np.ndarray]:
+    """A copy of ``batch`` with every scaled group standardized and deep vectors left as they are."""
+    out = dict(batch)
+    for key, mask_key in SCALED_GROUPS.items():
+        if key in scalers:
+            out[key] = scalers[key].apply(batch[key], batch[mask_key])
+    return out
+
+
+class CaseFeatures(BaseModel):
+    """One case's arrays (batch of 1) and what was present, for the runtime's result."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    arrays: dict[str, np.ndarray]
+    present: list[str]
+    missing: list[str]
+    inputs: list[SourceRef]
+
+
+def case_features(case: CaseInput, spec: FeatureSpec, text_embedding: Sequence[float] | None,
+                  text_fields: Mapping[str, float] | None) -> CaseFeatures:
+    """Build the (unstandardized) arrays of one :class:`CaseInput`, recording present/missing inputs.
+
+    ``text_fields``/``text_embedding`` come from the report text (lexicon + sentence encoder); the
+    caller passes None for what it could not compute.
+    """
+    batch = empty_batch(spec, 1)
+    present: list[str] = []
+    missing: list[str] = []
+    inputs: list[SourceRef] = []
+
+    x, m, idx = clinical_raw(case.clinical.values)
+    batch["clin_cont"][0], batch["clin_cont_mask"][0], batch["clin_cat"][0] = x, m, idx
+    found = [k for k in (*CONTINUOUS_VARIABLES, *CATEGORICAL_VARIABLES) if k in case.clinical.values]
+    if found:
+        present.append("clinical")
+    else:
+        missing.append("clinical")
+    for key in sorted(case.clinical.sources):
+        inputs.append(case.clinical.sources[key])
+
+    if case.slide is not None:
+        morph = case.slide.pathomics.morphology if case.slide.pathomics else None
+        topo = case.slide.pathomics.topology if case.slide.pathomics else None
+        batch["morph"][0], batch["morph_mask"][0] = named_vector(morph, spec.morphology)
+        batch["topo"][0], batch["topo_mask"][0] = named_vector(topo, spec.topology)
+        deep, ok = fixed_vector(case.slide.embedding, spec.wsi_embedding_dim)
+        batch["wsi_deep"][0] = deep
+        has_any = ok > 0 or batch["morph_mask"].any() or batch["topo_mask"].any()
+        batch["modality_mask"][0, 0] = 1.0 if has_any else 0.0
+        (present if has_any else missing).append("wsi")
+        inputs.append(SourceRef(kind="DicomInstance", reference=case.slide.base_sop_instance_uid,
+                                display="whole-slide image"))
+    else:
+        missing.append("wsi")
+
+    if case.ultrasound is not None:
+        batch["rad"][0], batch["rad_mask"][0] = named_vector(case.ultrasound.radiomics, spec.radiomics)
+        deep, ok = fixed_vector(case.ultrasound.deep_features, spec.us_deep_dim)
+        batch["us_deep"][0] = deep
+        has_any = ok > 0 or batch["rad_mask"].any()
+        batch["modality_mask"][0, 1] = 1.0 if has_any else 0.0
+        (present if has_any else missing).append("ultrasound")
+        inputs.append(SourceRef(kind="DicomInstance", reference=case.ultrasound.sop_instance_uid,
+                                display="breast ultrasound image"))
+    else:
+        missing.append("ultrasound")
+
+    if text_fields:
+        batch["text_fields"][0], batch["text_fields_mask"][0] = named_vector(text_fields, spec.text_fields)
+    if text_fields and batch["text_fields_mask"].any():
+        present.append("ultrasound_report")
+        if case.clinical.ultrasound_report_ref is not None:
+            inputs.append(case.clinical.ultrasound_report_ref)
+    else:
+        missing.append("ultrasound_report")
+    emb, ok = fixed_vector(text_embedding, spec.text_embedding_dim)
+    batch["text_emb"][0] = emb
+    batch["modality_mask"][0, 2] = ok
+    (present if ok > 0 else missing).append("ultrasound_report_embedding")
+    return CaseFeatures(arrays=batch, present=present, missing=missing, inputs=inputs)

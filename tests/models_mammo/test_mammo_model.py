@@ -1,0 +1,74 @@
+"""The network: ordinal head monotone, MixStyle training-only, a tiny training run, ONNX parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.mammography.data import synthetic_arrays  # noqa: E402
+from models.mammography.net import CumulativeLinkHead, MammoNet  # noqa: E402
+from models.mammography.train import TrainConfig, export_onnx, fit, onnx_parity, predict  # noqa: E402
+
+
+def test_cumulative_link_probabilities_are_monotone() -> None:
+    torch.manual_seed(0)
+    head = CumulativeLinkHead(8, 4)
+    with torch.no_grad():
+        head.deltas.copy_(torch.tensor([-3.0, 2.0]))  # even a negative raw increment stays ordered
+        probs, cum = head(torch.randn(64, 8) * 5)
+    assert torch.all(cum[:, 1:] >= cum[:, :-1])
+    assert torch.all(probs >= 0)
+    assert torch.allclose(probs.sum(1), torch.ones(64), atol=1e-6)
+    assert torch.all(head.thresholds()[1:] > head.thresholds()[:-1])
+
+
+def test_mixstyle_only_in_training() -> None:
+    torch.manual_seed(0)
+    net = MammoNet(mixstyle=True)
+    x = torch.randn(4, 1, 256, 208)
+    net.eval()
+    with torch.no_grad():
+        a = net(x, torch.zeros(1))[0]
+        net.set_mixstyle(False)
+        b = net(x, torch.zeros(1))[0]
+    assert torch.equal(a, b)
+    net.train()
+    net.set_mixstyle(True)
+    for m in net.mix:
+        m.p = 1.0
+    out = net.mix[0](torch.randn(4, 3, 8, 8) * torch.arange(1, 5).view(4, 1, 1, 1))
+    assert out.shape == (4, 3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    data = synthetic_arrays(5, seed=7, rows=256, columns=208)
+    out = tmp_path_factory.mktemp("tiny")
+    net = fit(data, TrainConfig(epochs=2, batch_size=8, seed=0), progress=False,
+              checkpoint=out / "ckpt.pt", resume=False)
+    return data, net, out
+
+
+def test_tiny_training_run_and_resume(tiny) -> None:
+    data, net, out = tiny
+    logits, seg, grades = predict(net, data.x[:4])
+    assert logits.shape == (4, 4) and seg.shape == (4, 256, 208) and grades.shape == (4, 4)
+    assert np.isfinite(logits).all() and (seg >= 0).all() and (seg <= 1).all()
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    assert state["epoch"] == 1
+    # resuming a finished run trains nothing more and reproduces the same weights
+    again = fit(data, TrainConfig(epochs=2, batch_size=8, seed=0), progress=False,
+                checkpoint=out / "ckpt.pt", resume=True)
+    for (k, v), (_, w) in zip(net.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_onnx_parity(tiny) -> None:
+    data, net, out = tiny
+    path = export_onnx(net, out / "m.onnx")
+    diffs = onnx_parity(net, path, data.x[:4])
+    assert max(diffs.values()) < 1e-4, diffs
