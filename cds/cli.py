@@ -187,8 +187,13 @@ def print_status(console: Console, store, limit: int = 20) -> None:
     for c in ("when", "what", "id", "reason"):
         t.add_column(c, overflow="fold")
     for r in store.query("SELECT * FROM rejections ORDER BY id DESC LIMIT ?", (limit,)):
-        status = f"0x{r['status']:04X}" if r["status"] else "association"
-        t.add_row(_ts(r["at"]), f"instance refused {status}", r["sop_uid"] or r["calling_ae"], r["reason"])
+        if r["sop_uid"]:
+            what = f"instance refused 0x{r['status']:04X}"
+        elif r["status"] == 0x0122:
+            what = "SOP classes not offered (negotiation; no instance refused)"
+        else:
+            what = "association rejected"
+        t.add_row(_ts(r["at"]), what, r["sop_uid"] or r["calling_ae"], r["reason"])
     for j in store.jobs("dead", limit=limit):
         t.add_row(_ts(j.updated_at), "job dead", str(j.id), j.last_error or "")
     for o in store.outbox_items("dead", limit=limit):

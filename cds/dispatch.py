@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from cds.fhir.client import FhirError
 from cds.settings import Settings
 from cds.store import OutboxItem, Store, worker_name
 
@@ -81,6 +82,22 @@ def _classify_dicom_status(status: int, sop_uid: str) -> str:
     raise Permanent(f"PACS refused {sop_uid} with status 0x{status:04X}")
 
 
+def _resolve_subject(client: Any, resource: dict) -> None:
+    """Turn a logical patient reference (identifier only) into ``Patient/<id>`` when the server
+    knows the patient, so ``RiskAssessment?subject=Patient/<id>`` finds study-level results too.
+    Left logical when the patient is not (yet) on the server."""
+    subject = resource.get("subject")
+    if not isinstance(subject, dict) or subject.get("reference") or not subject.get("identifier"):
+        return
+    ident = subject["identifier"]
+    try:
+        found = client.search("Patient", {"identifier": f"{ident.get('system', '')}|{ident.get('value', '')}"})
+    except FhirError:
+        return
+    if len(found) == 1 and found[0].get("id"):
+        subject["reference"] = f"Patient/{found[0]['id']}"
+
+
 def deliver_cstore(settings: Settings, item: OutboxItem) -> str:
     import pydicom
     from pynetdicom import AE
@@ -136,13 +153,13 @@ def deliver_stow(settings: Settings, item: OutboxItem, http: httpx.Client) -> st
 
 
 def deliver_fhir(client: Any, item: OutboxItem) -> str:
-    from cds.fhir.client import FhirError
     from cds.fhir.writeback import write_back
 
     try:
         resource = json.loads(item.payload_path.read_text())
     except (OSError, ValueError) as exc:
         raise Permanent(f"payload {item.payload_path} is not readable JSON: {exc}") from exc
+    _resolve_subject(client, resource)
     try:
         status, rid = write_back(client, resource)
     except FhirError as exc:
@@ -216,6 +233,12 @@ class Dispatcher:
             log.error("outbox %d (%s -> %s) dead-lettered: %s", item.id, item.kind, item.destination, exc)
             return "dead"
         except Transient as exc:
+            if item.attempts >= self.settings.outbox_max_attempts:
+                reason = f"gave up after {item.attempts} attempts: {exc}"
+                self.store.outbox_dead(item.id, reason)
+                log.error("outbox %d (%s -> %s) dead-lettered: %s", item.id, item.kind,
+                          item.destination, reason)
+                return "dead"
             delay = self.backoff(item.attempts)
             self.store.outbox_retry(item.id, str(exc), delay)
             log.warning("outbox %d (%s -> %s) attempt %d failed, retry in %.1fs: %s", item.id, item.kind,

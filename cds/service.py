@@ -67,8 +67,10 @@ class Service:
             self.listener.stop()
         self.scheduler.stop()
         self._stop.set()
-        self.workers.stop()
+        # A running job is not waited for long: it stays 'running' in the store and is taken up
+        # again (idempotently) at the next start, so SIGTERM returns promptly.
+        self.workers.stop(timeout=5.0)
         if self._dispatch_thread is not None:
-            self._dispatch_thread.join(30)
+            self._dispatch_thread.join(10)
         self.store.close()
         log.info("service stopped")

@@ -26,17 +26,24 @@ class LoincMap(BaseModel):
     """FHIR Observation codes (LOINC by default) for each clinical variable the models read.
 
     Sites differ in which codes they use, so the table lives in settings. Each value is a list of
-    accepted ``system|code`` tokens; the first match wins.
+    accepted ``system|code`` tokens; the first match wins. The LOINC defaults were checked against
+    their LOINC definitions (ER 16112-5, PR 16113-3, HER2 48676-1 "[Interpretation] in Tissue";
+    Ki-67 29593-1; tumour size 21889-1 "Size Tumor"; 21893-3 "Regional lymph nodes positive";
+    44648-4 Nottingham grade).
     """
 
     er: list[str] = Field(default_factory=lambda: ["http://loinc.org|16112-5"])
     pr: list[str] = Field(default_factory=lambda: ["http://loinc.org|16113-3"])
     her2: list[str] = Field(default_factory=lambda: ["http://loinc.org|48676-1"])
-    ki67: list[str] = Field(default_factory=lambda: ["http://loinc.org|29593-4"])
+    ki67: list[str] = Field(default_factory=lambda: ["http://loinc.org|29593-1"])
     tumour_size_mm: list[str] = Field(default_factory=lambda: ["http://loinc.org|21889-1"])
     positive_nodes: list[str] = Field(default_factory=lambda: ["http://loinc.org|21893-3"])
     grade: list[str] = Field(default_factory=lambda: ["http://loinc.org|44648-4"])
-    menopausal_status: list[str] = Field(default_factory=lambda: ["http://loinc.org|42802-5"])
+    # Not a verified LOINC concept for menopausal status: the SNOMED CT observable (used by the
+    # HL7 ICHOM breast-cancer IG) comes first; the LOINC code is kept for sites that used it.
+    menopausal_status: list[str] = Field(
+        default_factory=lambda: ["http://snomed.info/sct|161712005", "http://loinc.org|42802-5"]
+    )
 
 
 class Settings(BaseSettings):
@@ -84,6 +91,11 @@ class Settings(BaseSettings):
     job_backoff_max_s: float = Field(300.0)
     job_lease_s: float = Field(
         900.0, description="A running job whose lease expired is taken up again (crash recovery)."
+    )
+    outbox_max_attempts: int = Field(
+        20, ge=1,
+        description="Deliveries failing transiently this many times go to dead-letter "
+        "(with backoff capped at job_backoff_max_s, 20 attempts span over an hour).",
     )
     # --- outputs --------------------------------------------------------------------------
     output_dir: Path = Field(

@@ -120,13 +120,13 @@ def test_read_missing_resource(fhir, fhir_peer):
 
 
 def test_observations_by_patient_and_code(fhir, fhir_peer, patient_id):
-    for code, value in (("16112-5", 80.0), ("29593-4", 20.0)):
+    for code, value in (("16112-5", 80.0), ("29593-1", 20.0)):
         r = fhir.post("/Observation", json=_observation(patient_id, code, value))
         _assert_outcome(r, fhir_peer.expectations["create"], f"create Observation {code}")
     by_subject = fhir.get("/Observation", params={"subject": f"Patient/{patient_id}"}).json()
     assert len(by_subject.get("entry", [])) == 2, by_subject
     by_code = fhir.get(
-        "/Observation", params={"subject": f"Patient/{patient_id}", "code": "http://loinc.org|29593-4"}
+        "/Observation", params={"subject": f"Patient/{patient_id}", "code": "http://loinc.org|29593-1"}
     ).json()
     values = [e["resource"]["valueQuantity"]["value"] for e in by_code.get("entry", [])]
     assert values == [20.0], f"search Observation by subject+code returned values {values}"

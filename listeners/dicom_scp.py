@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +196,12 @@ class DicomListener:
             return
         shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
         reason = f"SOP class not accepted ({len(refused)} proposed): {shown}"
-        log.info("calling AE %r: %s", event.assoc.requestor.ae_title, reason)
-        self.store.record_rejection(event.assoc.requestor.ae_title, "", 0x0122, reason)
+        ae = event.assoc.requestor.ae_title
+        log.info("calling AE %r: %s", ae, reason)
+        # A PACS proposes the same classes on every association: record a refusal set once a day.
+        if not self.store.query("SELECT 1 FROM rejections WHERE calling_ae=? AND reason=? AND at>?",
+                                (ae, reason, time.time() - 86400)):
+            self.store.record_rejection(ae, "", 0x0122, reason)
 
     def _on_store(self, event: Any) -> int:
         calling_ae = event.assoc.requestor.ae_title

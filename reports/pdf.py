@@ -3,7 +3,7 @@
 Built to be read in one minute: identifiers, a summary table of every decision, each mammogram
 with its heatmap overlay and lesion outlines, the slide's attention map and top tiles, the
 recurrence risk at 3/5/7 years and its group, the inputs used and missing, and the models with
-their versions and calibration. Images are embedded as PNG data URIs so the PDF is self-contained.
+their versions and calibration. Images are embedded as JPEG data URIs so the PDF is self-contained.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAX_SIDE = 420
 
 
-def _png_uri(rgb: np.ndarray) -> str:
+def _image_uri(rgb: np.ndarray) -> str:
     buf = io.BytesIO()
-    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    # JPEG, not PNG: phantom and real images are noisy, and PNG made the PDF exceed the 1 MB
+    # FHIR string limit some servers enforce on DiagnosticReport.presentedForm.data.
+    Image.fromarray(rgb.astype(np.uint8)).convert("RGB").save(buf, format="JPEG", quality=82, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _fit(shape: tuple[int, int], max_side: int = MAX_SIDE) -> tuple[int, int]:
@@ -118,7 +120,7 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
                     "predicted": img.predicted_class.replace("_", " "),
                     "malignancy": _fmt(img.malignancy.probability), "positive": img.malignancy.positive,
                     "threshold": _fmt(img.malignancy.threshold), "n_lesions": len(img.lesions),
-                    "image": _png_uri(small), "overlay": _png_uri(overlay(small, heat, polys)),
+                    "image": _image_uri(small), "overlay": _image_uri(overlay(small, heat, polys)),
                     "lesions": [{"id": les.tracking_id, "score": f"{les.score:.2f}",
                                  "box": ", ".join(f"{v:.0f}" for v in les.box),
                                  "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
@@ -138,13 +140,13 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
             base = np.full((*shape, 3), 235.0)
             tiles = []
             for t in s.top_tiles:
-                tiles.append({"image": _png_uri(t.image.load(a.work_dir)) if t.image else "",
+                tiles.append({"image": _image_uri(t.image.load(a.work_dir)) if t.image else "",
                               "pos": f"{t.x}, {t.y}", "attention": f"{t.attention:.3f}",
                               "probability": _fmt(t.probability) if t.probability is not None else "-"})
             slides.append({"study_uid": a.study_instance_uid, "probability": _fmt(s.metastasis.probability),
                            "positive": s.metastasis.positive, "threshold": _fmt(s.metastasis.threshold),
                            "stage1": s.tiles_stage1, "stage2": s.tiles_stage2,
-                           "attention": _png_uri(overlay(base, att_big, [])),
+                           "attention": _image_uri(overlay(base, att_big, [])),
                            "tiles": [t for t in tiles if t["image"]]})
     rec = None
     if recurrence is not None:

@@ -108,8 +108,13 @@ def _value(key: str, obs: dict[str, Any]) -> float | str | None:
         return _posneg(_word(obs)) if _word(obs) else (
             "positive" if (_number(obs) or 0) >= 3 else "negative" if _number(obs) is not None else None)
     if key == "menopausal_status":
-        w = _word(obs)
-        return "post" if "post" in w else "pre" if ("pre" in w or "peri" in w) else None
+        w = _word(obs).lower()
+        codes = {c.get("code") for c in (obs.get("valueCodeableConcept") or {}).get("coding", [])}
+        if "307429007" in codes or "post" in w or "after" in w:  # SNOMED "After menopause"
+            return "post"
+        if "309606002" in codes or "pre" in w or "peri" in w or "before" in w:  # "Before menopause"
+            return "pre"
+        return None
     num = _number(obs)
     if num is None:
         return None
