@@ -30,8 +30,9 @@ demo: $(VENV)/.stamp-runtime
 peers:
 	bash scripts/install_peers.sh
 
+# In CI (CI=true) a missing peer is a failure, never a skip.
 test: $(VENV)/.stamp-test peers
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	CONF_REQUIRE_PEERS=$(if $(CI),1,$${CONF_REQUIRE_PEERS:-0}) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not peers" $(PYTEST_ARGS)

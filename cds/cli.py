@@ -217,10 +217,27 @@ def train_synthetic(
         mod = _import_trainer(module)
         card = mod.train_synthetic((out / kind) if out else _train_target(kind), seed=seed)
         typer.echo(f"{kind}: {card.name} {card.version} written")
+    us = _import_trainer("models.ultrasound.train")
+    card = us.train_encoder((out / "ultrasound") if out else _train_target("ultrasound"), seed=seed)
+    typer.echo(f"ultrasound: {card.name} {card.version} written")
     rec = _import_trainer("models.recurrence.train")
     for card in rec.train_all((out / "recurrence") if out else _train_target("recurrence"), seed=seed):
         typer.echo(f"recurrence: {card.name} {card.version} written")
     typer.echo(f"done in {time.monotonic() - started:.0f} s")
+
+
+@train_app.command("text")
+def train_text(config: ConfigOpt = None) -> None:
+    """Export the all-MiniLM-L6-v2 report-text encoder to ONNX (90 MB: made here, never shipped).
+
+    Without it the recurrence model treats report-text embeddings as a missing input.
+    """
+    from models.text.embedding import text_model_dir
+
+    settings = load_settings(config)
+    path = _import_trainer("models.text.embedding").export_minilm_onnx(
+        text_model_dir(settings.models_dir, settings.data_dir))
+    typer.echo(f"sentence encoder written to {path}")
 
 
 DicomDirArg = Annotated[Path, typer.Argument(help="Folder of DICOM instances.")]
