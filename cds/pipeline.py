@@ -137,7 +137,12 @@ class Pipeline:
             rows.append({**base, "status": "no_model",
                          "summary": "no case model registered (recurrence model not available)"})
         for model in self.registry.case_models:
-            result = model.analyze_case(case)
+            try:
+                result = model.analyze_case(case)
+            except ValueError as exc:  # not enough inputs yet (e.g. a mammogram, no record):
+                rows.append({**base, "status": "insufficient_input", "model": model.identity.name,
+                             "model_version": model.identity.version, "summary": str(exc)})
+                continue  # the case is evaluated again when an input arrives
             results.append(result)
             rows.append({**base, "status": "ok", "model": model.identity.name,
                          "model_version": model.identity.version,
