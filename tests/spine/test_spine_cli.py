@@ -43,3 +43,16 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path):
     assert srv.stop(timeout=20) == 0
     assert time.monotonic() - t0 < 20
     assert "service stopped" in srv.log.read_text()
+
+
+def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path):
+    """The README's demo: synthetic patient over C-STORE, every job done, outputs delivered."""
+    r = cds("demo", "--out", str(tmp_path / "demo"), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "sent 9/9 instances" in r.stdout
+    results = tmp_path / "demo" / "results"
+    assert len(list((results / "dicom").glob("*seg*.dcm"))) >= 2  # mammography and slide SEG
+    assert len(list((results / "dicom").glob("*sr.dcm"))) >= 2
+    assert list((results / "fhir").glob("*riskassessment.json")) and list((results / "pdf").glob("*.pdf"))
+    st = cds("status", env={"CDS_DATA_DIR": str(tmp_path / "demo" / "cds-data")})
+    assert "dead" not in st.stdout.split("Failures")[0], st.stdout
