@@ -77,7 +77,7 @@ class WorkerPool:
                 log.exception("worker %s: claiming a job failed", name)
                 ran = False
             if not ran:
-                self._stop.wait(0.5)
+                self._stop.wait(self.settings.poll_interval_s)
 
     def start(self) -> None:
         for i in range(self.settings.workers):

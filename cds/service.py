@@ -55,7 +55,8 @@ class Service:
         self.workers.start()
         if self.dispatcher is not None:
             self._dispatch_thread = threading.Thread(
-                target=self.dispatcher.run_forever, args=(self._stop,), name="cds-dispatch",
+                target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
+                name="cds-dispatch",
                 daemon=True)
             self._dispatch_thread.start()
         self.scheduler.start()

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         2.0, description="How often the scheduler looks for stable studies."
     )
     workers: int = Field(1, ge=1, description="Job worker threads.")
+    poll_interval_s: float = Field(
+        0.1, gt=0, description="Idle workers and the dispatcher look for due work this often "
+        "(an idle look is one cheap SQLite query; it bounds the latency each stage adds)."
+    )
     case_refresh_interval_s: float = Field(
         3600.0,
         description="Re-check the FHIR context of recently active cases this often (0 = never); "
