@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from cds.durable import copy_durable
 from cds.fhir.client import FhirError
 from cds.settings import Settings
 from cds.store import OutboxItem, Store, worker_name
@@ -43,29 +42,13 @@ class Transient(Exception):
 # ----------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def deliver_folder(settings: Settings, item: OutboxItem) -> str:
     """Copy into ``output_dir/<kind>/`` under a name derived from the key (a re-copy overwrites
     the same file), via a temporary file, fsync and rename, so a crash never leaves half a file."""
     sub = item.kind if item.kind in ("dicom", "fhir", "pdf") else "other"
-    target_dir = settings.output_dir / sub
-    target_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in item.key)[-180:]
-    target = target_dir / f"{safe}{item.payload_path.suffix}"
-    tmp = target_dir / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    with open(item.payload_path, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(target_dir)
+    target = settings.output_dir / sub / f"{safe}{item.payload_path.suffix}"
+    copy_durable(item.payload_path, target)
     return f"written to {target}"
 
 

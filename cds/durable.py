@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -59,6 +60,18 @@ def move_durable(src: Path, dest: Path) -> None:
         fsync_file(tmp)
         os.replace(tmp, dest)
         os.unlink(src)
+    fsync_dir(dest.parent)
+
+
+def copy_durable(src: Path, dest: Path) -> None:
+    """Copy a file into place atomically and durably (streamed; a re-copy overwrites ``dest``)."""
+    makedirs_durable(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(src, "rb") as s, open(tmp, "wb") as d:
+        shutil.copyfileobj(s, d, 4 << 20)
+        d.flush()
+        os.fsync(d.fileno())
+    os.replace(tmp, dest)
     fsync_dir(dest.parent)
 
 
