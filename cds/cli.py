@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -57,15 +56,17 @@ def serve(config: ConfigOpt = None) -> None:
     settings = load_settings(config)
     setup_logging(settings.log_level)
     service = Service(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
+    # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
+    # signals before any thread starts makes every thread inherit the mask.
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     service.start()
     for name, why in service.registry.unavailable.items():
         logging.getLogger("cds").warning("model %s not loaded: %s", name, why)
     logging.getLogger("cds").info("serving as %s on port %s; data in %s", settings.ae_title,
                                   service.listener.port, settings.data_dir)
-    stop.wait()
+    signal.sigwait(wanted)
     service.stop()
 
 
