@@ -73,6 +73,9 @@ class StudyInput(Frozen):
     patient: PatientRef
     instances: list[InstanceRecord]
     accession_number: str = ""
+    companions: list[InstanceRecord] = []
+    """Structured Reports of the same study. A model may read them as context (a lesion region a
+    sonographer drew on an image, for example); the study is not analysed for their sake."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], str | None]
 
+CASE_KINDS = ("case",)
+LANES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "study": ((), CASE_KINDS),  # every kind but patient cases
+    "case": (CASE_KINDS, ()),
+}
+"""Job kinds each worker lane claims, as (only, exclude)."""
+
 
 class PermanentJobError(Exception):
     """The job can never succeed as it stands (bad input, unsupported data): dead-letter now."""
@@ -36,9 +43,10 @@ class WorkerPool:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def run_one(self, worker: str) -> bool:
-        """Claim and run one due job; False when none is due."""
-        job = self.store.claim_job(worker, self.settings.job_lease_s)
+    def run_one(self, worker: str, lane: str = "") -> bool:
+        """Claim and run one due job of ``lane`` (all kinds when empty); False when none is due."""
+        only, exclude = LANES.get(lane, ((), ()))
+        job = self.store.claim_job(worker, self.settings.job_lease_s, only=only, exclude=exclude)
         if job is None:
             return False
         handler = self.handlers.get(job.kind)
@@ -68,20 +76,26 @@ class WorkerPool:
             n += 1
         return n
 
-    def _loop(self, index: int) -> None:
-        name = worker_name(f"w{index}")
+    def _loop(self, name: str, lane: str) -> None:
         while not self._stop.is_set():
             try:
-                ran = self.run_one(name)
+                ran = self.run_one(name, lane)
             except Exception:  # the store itself failed; keep the worker alive
                 log.exception("worker %s: claiming a job failed", name)
                 ran = False
             if not ran:
                 self._stop.wait(self.settings.poll_interval_s)
 
+    def lanes(self) -> list[tuple[str, str]]:
+        """(thread name, lane) of each worker: study workers, then the case lane when it has any."""
+        split = self.settings.case_workers > 0
+        names = [(f"w{i}", "study" if split else "") for i in range(self.settings.workers)]
+        return names + [(f"c{i}", "case") for i in range(self.settings.case_workers)]
+
     def start(self) -> None:
-        for i in range(self.settings.workers):
-            t = threading.Thread(target=self._loop, args=(i,), name=f"cds-worker-{i}", daemon=True)
+        for label, lane in self.lanes():
+            t = threading.Thread(target=self._loop, args=(worker_name(label), lane),
+                                 name=f"cds-worker-{label}", daemon=True)
             t.start()
             self._threads.append(t)
 

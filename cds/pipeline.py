@@ -64,6 +64,7 @@ class Pipeline:
         study = StudyInput(
             study_instance_uid=study_uid, modality=modality, patient=patient,
             instances=instances, accession_number=(study_row["accession"] or "") if study_row else "",
+            companions=[] if modality == "SR" else self.store.study_instances(study_uid, "SR"),
         )
         models = self.registry.for_modality(modality)
         base = {"kind": "study", "patient_key": patient.key, "study_uid": study_uid,

@@ -77,7 +77,10 @@ class Settings(BaseSettings):
     stable_check_interval_s: float = Field(
         2.0, description="How often the scheduler looks for stable studies."
     )
-    workers: int = Field(1, ge=1, description="Job worker threads.")
+    workers: int = Field(1, ge=1, description="Job worker threads for study jobs (model inference).")
+    case_workers: int = Field(
+        1, ge=0, description="Worker threads that only run patient-case jobs (fusion, PDF), so a slow "
+        "report never delays the next study's findings. 0: the study workers run case jobs too.")
     poll_interval_s: float = Field(
         0.1, gt=0, description="Idle workers and the dispatcher look for due work this often "
         "(an idle look is one cheap SQLite query; it bounds the latency each stage adds)."

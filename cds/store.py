@@ -17,7 +17,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -336,18 +336,30 @@ class Store:
         with self.tx() as con:
             return self._enqueue(con, kind, key, payload, max_attempts, time.time(), delay_s)
 
-    def claim_job(self, worker: str, lease_s: float) -> Job | None:
-        """Take the next due job (or one whose lease expired) and mark it running."""
+    def claim_job(self, worker: str, lease_s: float, *, only: Sequence[str] = (),
+                  exclude: Sequence[str] = ()) -> Job | None:
+        """Take the next due job (or one whose lease expired) and mark it running.
+
+        ``only`` / ``exclude`` restrict the job kinds, so that a worker lane (study jobs, case
+        jobs) never waits behind the other lane's work.
+        """
         now = time.time()
+        kind_sql, kind_params = "", ()
+        if only:
+            kind_sql += f" AND kind IN ({','.join('?' * len(only))})"
+            kind_params += tuple(only)
+        if exclude:
+            kind_sql += f" AND kind NOT IN ({','.join('?' * len(exclude))})"
+            kind_params += tuple(exclude)
         with self.tx() as con:
             row = con.execute(
-                """UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, worker=?,
+                f"""UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, worker=?,
                    updated_at=? WHERE id = (
-                     SELECT id FROM jobs WHERE (state='queued' AND next_run_at<=?)
-                        OR (state='running' AND lease_until<?)
+                     SELECT id FROM jobs WHERE ((state='queued' AND next_run_at<=?)
+                        OR (state='running' AND lease_until<?)){kind_sql}
                      ORDER BY next_run_at, id LIMIT 1)
                    RETURNING *""",
-                (now + lease_s, worker, now, now, now),
+                (now + lease_s, worker, now, now, now, *kind_params),
             ).fetchone()
         return self._job(row) if row else None
 

@@ -92,6 +92,38 @@ def test_permanent_error_goes_dead_at_once(store, tmp_path):
     assert job.state == "dead" and job.attempts == 1 and "no MG instances" in job.last_error
 
 
+def test_a_slow_case_job_does_not_delay_study_jobs(store, tmp_path):
+    """The case lane runs fusion and PDFs; the study lane keeps producing findings meanwhile."""
+    import threading
+
+    release, done = threading.Event(), {}
+
+    def slow_case(job):
+        release.wait(10)
+        done["case"] = time.monotonic()
+
+    def study(job):
+        done[job.key] = time.monotonic()
+
+    store.enqueue("case", "case:p1", {}, max_attempts=1)
+    pool = WorkerPool(Settings(data_dir=tmp_path, workers=1, case_workers=1, poll_interval_s=0.01),
+                      store, {"case": slow_case, "study": study})
+    assert [lane for _, lane in pool.lanes()] == ["study", "case"]
+    pool.start()
+    try:
+        time.sleep(0.2)  # the case lane is now inside the slow job
+        store.enqueue("study", "study:1", {}, max_attempts=1)
+        deadline = time.monotonic() + 5
+        while "study:1" not in done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "study:1" in done and "case" not in done, "the study job waited for the case job"
+    finally:
+        release.set()
+        pool.stop(timeout=5)
+    assert done["case"] > done["study:1"]
+    assert [lane for _, lane in WorkerPool(Settings(data_dir=tmp_path, case_workers=0), store, {}).lanes()] == [""]
+
+
 def test_orphans_of_a_dead_process_are_requeued(store, tmp_path):
     store.enqueue("x", "k3", {}, max_attempts=5)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
