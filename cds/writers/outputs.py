@@ -1,7 +1,8 @@
 """Turn analyses into the files the dispatcher delivers (the pipeline's one entry point).
 
 :func:`study_outputs` writes, per study analysis, the DICOM SEG(s), the TID 1500 SR and the FHIR
-RiskAssessment (mammography malignancy or lymph-node metastasis). :func:`case_outputs` writes,
+RiskAssessment (mammography malignancy or lymph-node metastasis); for ultrasound, only a TID 1500
+SR of the lesion region whose features the recurrence model uses. :func:`case_outputs` writes,
 per patient case, the recurrence RiskAssessment (and a TID 1500 SR with it in the slide's
 study), the clinician PDF inside a DiagnosticReport, a Provenance, and the Encapsulated PDF when
 settings ask for it. Every artifact has an idempotency key built from the study (or the case's
@@ -87,6 +88,13 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
         headers = {analysis.slide.base_sop_instance_uid: read_headers([base])[0]}
         segs = [segw.slide_seg(analysis, base)]
         outcome, cal = "Lymph node metastasis", analysis.slide.metastasis
+    elif analysis.ultrasound is not None:  # features for the recurrence model: the region, no diagnosis
+        headers = {analysis.ultrasound.sop_instance_uid:
+                   read_headers([_need(src_paths, analysis.ultrasound.sop_instance_uid, study)])[0]}
+        report = srw.study_sr(analysis, headers, [])
+        path = srw.save(report, out_dir / "sr.dcm")
+        return [OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
+                               description=f"TID 1500 SR {report.SOPInstanceUID} ({model.name}, lesion region)")]
     else:
         log.info("study %s (%s, %s): no DICOM/FHIR result writer for this kind of analysis",
                  study, analysis.modality, model.name)

@@ -5,7 +5,9 @@ the image's predicted class and the calibrated decision, plus a second group wit
 tracking identifier that points at the lesion's SEG segment. Per image: a TID 1501 group with
 the four calibrated class probabilities, the malignancy probability and the decision. Per slide:
 a TID 1501 group with the metastasis probability and decision, a Planar ROI per top tile and a
-link to the attention map's SEG segment. Recurrence (case level): a TID 1501 group with the risk
+link to the attention map's SEG segment. Per ultrasound study: a Planar ROI with the lesion region
+the recurrence features came from, its long/short axis and area, and where the region came from
+(an SR, the user, or automatic). Recurrence (case level): a TID 1501 group with the risk
 score, the 3/5/7-year risk and the risk group. When the model is synthetic-trained, the notice
 is written as a TEXT item in the report's "Qualitative Evaluations" container and in every
 algorithm identification.
@@ -55,7 +57,15 @@ POSITIVE = CodedConcept("10828004", "SCT", "Positive")
 NEGATIVE = CodedConcept("260385009", "SCT", "Negative")
 UNITLESS = codes.UCUM.NoUnits
 PROCEDURE = {"MG": CodedConcept("71651007", "SCT", "Mammography"),
-             "SM": CodedConcept("104157003", "SCT", "Light microscopy")}
+             "SM": CodedConcept("104157003", "SCT", "Light microscopy"),
+             "US": CodedConcept("16310003", "SCT", "Diagnostic ultrasonography")}
+REGION_SOURCE = _code("REGSRC", "Lesion region source")
+REGION_SOURCE_VALUE = {"sr": _code("REGSR", "Region drawn in a structured report"),
+                       "user": _code("REGUSER", "Region given by the user"),
+                       "automatic": _code("REGAUTO", "Region found automatically")}
+US_SIZE = (("original_shape2D_MajorAxisLength", codes.SCT.LongAxis, codes.UCUM.Millimeter),
+           ("original_shape2D_MinorAxisLength", codes.SCT.ShortAxis, codes.UCUM.Millimeter),
+           ("original_shape2D_PixelSurface", codes.SCT.Area, codes.UCUM.SquareMillimeter))
 FINDING_LESION = CodedConcept("4147007", "SCT", "Mass")
 FINDING_IMAGE = CodedConcept("121071", "DCM", "Finding")
 
@@ -215,13 +225,39 @@ def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
                     referenced_segment=_segment_ref(seg, int(item.SegmentNumber), src),
                     finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model)))
         evidence = [src]
+    elif analysis.ultrasound is not None:
+        groups, evidence = _ultrasound_groups(analysis, sources)
     else:
         raise ValueError(f"study {analysis.study_instance_uid} ({analysis.modality}): the analysis has "
-                         "neither a mammography nor a slide result; no SR writer for it")
+                         "no mammography, slide or ultrasound result; no SR writer for it")
     sr = _report(model, PROCEDURE.get(analysis.modality, FINDING_IMAGE), groups, evidence + list(segs),
                  analysis.study_instance_uid, "sr")
     add_contributing_equipment(sr, [model], analysis.created_at)
     return sr
+
+
+def _ultrasound_groups(analysis: StudyAnalysis, sources: dict[str, Dataset]) -> tuple[list, list[Dataset]]:
+    """The lesion region whose features feed the recurrence model, with its size and source.
+
+    No diagnosis is made from ultrasound here; the report lets the sonographer see (and
+    correct, by sending an SR with their own region) which region the model used.
+    """
+    us, model = analysis.ultrasound, analysis.model
+    src = sources.get(us.sop_instance_uid)
+    if src is None:
+        raise ValueError(f"ultrasound image {us.sop_instance_uid} missing for SR of study "
+                         f"{analysis.study_instance_uid}")
+    x0, y0, x1, y1 = us.lesion_box
+    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
+    sizes = [hd.sr.Measurement(name=name, value=float(us.radiomics[key]), unit=unit)
+             for key, name, unit in US_SIZE if key in us.radiomics]
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(derived_uid(us.sop_instance_uid, model.name, "lesion"), "us-lesion"),
+        referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=box,
+                                            source_image=hd.sr.SourceImageForRegion.from_source_image(src)),
+        finding_type=FINDING_LESION, algorithm_id=_algorithm(model), measurements=sizes or None,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(REGION_SOURCE, REGION_SOURCE_VALUE[us.box_source])])
+    return [group], [src]
 
 
 def _segment_frames(seg: Dataset, number: int) -> list[int]:
