@@ -3,18 +3,22 @@
 Run: ``nice .venv/bin/python -m bench.recurrence`` (``--repeats 1`` for a quick look).
 
 Part 1 (real data): GBSG2, R repeats x 5-fold CV stratified on event status and early/late time.
-In every training fold the clinical MRRP branch picks its hyperparameters by an inner 3-fold CV on
-that training fold only, estimates its calibration slope on the inner out-of-fold predictions and
-fits its Breslow baseline; the peers are trained on the same folds (CoxPH: lifelines defaults on
+In every training fold the clinical MRRP branch runs the shipped recipe
+(``models.recurrence.train.fit_clinical``): weight decay, width and epochs chosen by an inner 3-fold
+CV on that training fold only (validation partial likelihood), calibration slope from the inner
+out-of-fold predictions, an ensemble of 5 seeds, Breslow baseline on the training fold; the peers are trained on the same folds (CoxPH: lifelines defaults on
 the raw GBSG2 covariates; RSF: scikit-survival, 100 trees, min 15 samples per leaf, sqrt features,
 fixed in advance, never tuned on test folds). Metrics on each test fold: Harrell's C-index,
 integrated Brier score (1 to 6 years), cumulative/dynamic AUC at 3, 5, 7 years (where the test fold
 has follow-up; on GBSG2 the last recurrence is at 6.7 years, so the 7-year AUC is not estimable
 and prints NaN), and the 5-year calibration slope (Cox slope of outcome on cloglog predicted risk).
 
-Part 2 (semi-synthetic cohort, see models/recurrence/cohort.py): 5-fold CV; the fusion model and
-its ablations train on folds with random missing modalities and are tested with every modality
-present, with all slides removed, and with all ultrasound removed.
+Part 2 (semi-synthetic cohort, see models/recurrence/cohort.py): 5-fold CV x 3 training seeds; the
+fusion model and its ablations (learned missing embedding vs zero fill = mean imputation on the
+standardized inputs; cross-attention vs concatenation) are trained identically (same folds, seeds,
+epochs and modality dropout) on folds with random missing modalities, and tested with every
+modality present, with the slides (or the ultrasound) removed from every test patient, and from a
+random half of them. Learned vs zero fill is reported as a paired difference per (fold, seed).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from sksurv.util import Surv
 from models.recurrence import cohort
 from models.recurrence.features import FeatureSpec, fit_scalers, standardize
 from models.recurrence.survival import DAYS_PER_YEAR, HORIZONS_YEARS, calibration_slope
-from models.recurrence.train import CLINICAL_GRID, TrainConfig, fit_network, fit_with_selection, predict
+from models.recurrence.train import TrainConfig, fit_clinical, fit_network, predict
 
 IBS_YEARS = np.linspace(1.0, 6.0, 21)
 
@@ -82,8 +86,7 @@ def real_data(repeats: int, seed: int) -> pd.DataFrame:
         for fold, (tr, te) in enumerate(skf.split(t, _strata(t, e))):
             t0 = time.perf_counter()
             # --- ours: clinical MRRP branch
-            m = fit_with_selection(spec, cohort.subset(batch, tr), t[tr], e[tr], TrainConfig(image_branches=False),
-                                   CLINICAL_GRID, seed=seed + rep * 10 + fold)
+            m = fit_clinical(spec, cohort.subset(batch, tr), t[tr], e[tr], seed=seed + rep * 10 + fold)
             lp = m.risk_score(cohort.subset(batch, te))
             surv = np.stack([1 - m.baseline.absolute_risk(lp, d) for d in grid_days], 1)
             risk = m.absolute_risk(lp)
@@ -123,10 +126,30 @@ ABLATIONS = {
     "cross-attention, zero fill": {"fusion": "attention", "missing_mode": "zero"},
     "concatenation, learned missing": {"fusion": "concat", "missing_mode": "learned"},
 }
-SCENARIOS = ("full", "missing WSI", "missing US")
+LEARNED, ZERO = "cross-attention, learned missing", "cross-attention, zero fill"
+SCENARIOS = ("full", "WSI absent", "US absent", "WSI absent in half", "US absent in half")
 
 
-def semi_synthetic(seed: int, ensemble: int = 2) -> pd.DataFrame:
+def _scenario(batch: dict[str, np.ndarray], scen: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Test inputs of one scenario: a modality removed from every patient, or from a random half."""
+    out = {k: v.copy() for k, v in batch.items()}
+    col = 0 if "WSI" in scen else 1
+    if scen.endswith("absent"):
+        out["modality_mask"][:, col] = 0
+    elif scen.endswith("in half"):
+        out["modality_mask"][:, col] *= (rng.random(len(out["modality_mask"])) < 0.5)
+    cohort.apply_modality_mask(out)
+    return out
+
+
+def semi_synthetic(seed: int, seeds: int = 3, epochs: int = 150) -> pd.DataFrame:
+    """Ablations: 5-fold CV x ``seeds`` training seeds; every variant trained identically.
+
+    Same folds, same training seed (initialisation stream and modality-dropout draws), same
+    epochs, same standardization for every variant, so each (fold, seed) gives a paired
+    comparison. Test patients have every modality (full), or one modality removed from all of
+    them, or from a random half (the same half for every variant).
+    """
     spec = FeatureSpec()
     train_batch, t, e, _ = cohort.semi_synthetic_arrays(spec, seed=seed, missing=True)
     full_batch, _, _, _ = cohort.semi_synthetic_arrays(spec, seed=seed, missing=False)
@@ -136,29 +159,49 @@ def semi_synthetic(seed: int, ensemble: int = 2) -> pd.DataFrame:
     for fold, (tr, te) in enumerate(skf.split(t, _strata(t, e))):
         btr = cohort.subset(train_batch, tr)
         scalers = fit_scalers(btr)
-        for name, override in ABLATIONS.items():
-            cfg = TrainConfig(image_branches=True, epochs=150, **override)
-            nets = [fit_network(spec, standardize(btr, scalers), t[tr], e[tr], cfg, seed + 31 * fold + k)
-                    for k in range(ensemble)]
-            for scen in SCENARIOS:
-                bte = {k: v.copy() for k, v in cohort.subset(full_batch, te).items()}
-                if scen == "missing WSI":
-                    bte["modality_mask"][:, 0] = 0
-                elif scen == "missing US":
-                    bte["modality_mask"][:, 1] = 0
-                cohort.apply_modality_mask(bte)
-                lp = predict(nets, standardize(bte, scalers))
-                rows.append({"model": name, "scenario": scen, "fold": fold,
-                             "cindex": concordance_index(t[te], -lp, e[te])})
-        ctr = cohort.subset(clin_only, tr)
-        cs = fit_scalers(ctr)
-        cfg = TrainConfig(image_branches=False, epochs=150)
-        nets = [fit_network(spec, standardize(ctr, cs), t[tr], e[tr], cfg, seed + 31 * fold + k) for k in range(ensemble)]
-        lp = predict(nets, standardize(cohort.subset(clin_only, te), cs))
-        rows.append({"model": "clinical only (reference)", "scenario": "no imaging", "fold": fold,
-                     "cindex": concordance_index(t[te], -lp, e[te])})
+        tests = {scen: standardize(_scenario(cohort.subset(full_batch, te), scen, np.random.default_rng(seed + fold)),
+                                   scalers) for scen in SCENARIOS}
+        for s in range(seeds):
+            run_seed = seed + 1000 * s + 31 * fold
+            for name, override in ABLATIONS.items():
+                cfg = TrainConfig(image_branches=True, epochs=epochs, **override)
+                net = fit_network(spec, standardize(btr, scalers), t[tr], e[tr], cfg, run_seed)
+                for scen, bte in tests.items():
+                    lp = predict([net], bte)
+                    rows.append({"model": name, "scenario": scen, "fold": fold, "seed": s,
+                                 "cindex": concordance_index(t[te], -lp, e[te])})
+            ctr = cohort.subset(clin_only, tr)
+            cs = fit_scalers(ctr)
+            cfg = TrainConfig(image_branches=False, epochs=epochs)
+            net = fit_network(spec, standardize(ctr, cs), t[tr], e[tr], cfg, run_seed)
+            lp = predict([net], standardize(cohort.subset(clin_only, te), cs))
+            rows.append({"model": "clinical only (reference)", "scenario": "no imaging", "fold": fold, "seed": s,
+                         "cindex": concordance_index(t[te], -lp, e[te])})
         print(f"  semi-synthetic fold {fold + 1} done", flush=True)
     return pd.DataFrame(rows)
+
+
+def report_ablations(ab: pd.DataFrame) -> None:
+    from scipy.stats import ttest_rel
+
+    n_runs = ab[(ab.model == LEARNED) & (ab.scenario == "full")].shape[0]
+    print(f"C-index, mean +- sd over {n_runs} runs (5 folds x {ab.seed.nunique()} training seeds)")
+    cell = ab.groupby(["model", "scenario"]).cindex.agg(["mean", "std"])
+    table = cell.apply(lambda r: f"{r['mean']:.4f} +- {r['std']:.4f}", axis=1).unstack("scenario")
+    print(table[[c for c in ("full", *SCENARIOS[1:], "no imaging") if c in table.columns]].fillna("").to_string())
+    print("\npaired difference learned missing embedding - zero fill (same fold, seed, test inputs):")
+    for scen in SCENARIOS:
+        la = ab[(ab.model == LEARNED) & (ab.scenario == scen)].sort_values(["fold", "seed"]).cindex.to_numpy()
+        za = ab[(ab.model == ZERO) & (ab.scenario == scen)].sort_values(["fold", "seed"]).cindex.to_numpy()
+        d = la - za
+        p = ttest_rel(la, za).pvalue if len(d) > 1 and np.std(d) > 0 else float("nan")
+        verdict = ("learned better" if d.mean() > 0 and p < 0.05 else
+                   "zero fill better" if d.mean() < 0 and p < 0.05 else "no significant difference")
+        print(f"  {scen:20s} {d.mean():+.4f} +- {d.std(ddof=1):.4f} (learned wins {int((d > 0).sum())}/{len(d)}, "
+              f"paired t p={p:.3f}) -> {verdict}")
+    att = ab[(ab.model == LEARNED)].groupby("scenario").cindex.mean()
+    cat = ab[(ab.model == "concatenation, learned missing")].groupby("scenario").cindex.mean()
+    print("cross-attention - concatenation: " + ", ".join(f"{k} {att[k] - cat[k]:+.4f}" for k in SCENARIOS))
 
 
 def main() -> None:
@@ -166,10 +209,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-ablations", action="store_true")
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--ablation-seeds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
+    if not args.skip_real:
+        part1(args)
+    if not args.skip_ablations:
+        print("\nPart 2 - semi-synthetic cohort (GBSG2 clinical + outcomes, generated imaging), 5-fold CV")
+        ab = semi_synthetic(args.seed, seeds=args.ablation_seeds)
+        report_ablations(ab)
+    print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
+
+
+def part1(args: argparse.Namespace) -> None:
     print(f"GBSG2 (686 real patients), {args.repeats} x 5-fold stratified CV")
     real = real_data(args.repeats, args.seed)
     cols = ["cindex", "ibs", "auc3", "auc5", "auc7", "slope5", "fit_s"]
@@ -178,6 +233,13 @@ def main() -> None:
     pd.set_option("display.max_columns", 30)
     print("\nPart 1 - real GBSG2 (mean / median over folds)")
     print(summary.round(4).to_string())
+    per_rep = real.pivot_table(index="rep", columns="model", values="cindex", aggfunc="mean")
+    per_rep.loc["mean"] = per_rep.mean()
+    per_rep["MRRP clinical / RSF"] = per_rep["MRRP clinical"] / per_rep["sksurv RSF"]
+    print("\nC-index per repeat (mean of 5 folds)")
+    print(per_rep.round(4).to_string())
+    print("5-year calibration slope of MRRP clinical: mean {:.3f}, median {:.3f} over folds".format(
+        real[real.model == "MRRP clinical"].slope5.mean(), real[real.model == "MRRP clinical"].slope5.median()))
     ours = real[real.model == "MRRP clinical"]
     for peer in ("sksurv RSF", "lifelines CoxPH"):
         p = real[real.model == peer]
@@ -188,19 +250,6 @@ def main() -> None:
     print("goals: C-index >= RSF: {}; IBS < CoxPH: {}; 5-y calibration slope in [0.9, 1.1]: {} ({:.3f})".format(
         "MET" if ours.cindex.mean() >= rsf_c else "NOT MET", "MET" if ours.ibs.mean() < cox_ibs else "NOT MET",
         "MET" if 0.9 <= ours.slope5.median() <= 1.1 else "NOT MET", ours.slope5.median()))
-    if not args.skip_ablations:
-        print("\nPart 2 - semi-synthetic cohort (GBSG2 clinical + outcomes, generated imaging), 5-fold CV")
-        ab = semi_synthetic(args.seed)
-        table = ab.pivot_table(index="model", columns="scenario", values="cindex", aggfunc="mean")
-        print(table.round(4).to_string())
-        learned = ab[ab.model == "cross-attention, learned missing"]
-        zero = ab[ab.model == "cross-attention, zero fill"]
-        for scen in ("missing WSI", "missing US"):
-            lm = learned[learned.scenario == scen].cindex.mean()
-            zm = zero[zero.scenario == scen].cindex.mean()
-            print(f"{scen}: learned missing embedding {lm:.4f} vs zero fill {zm:.4f} -> "
-                  f"{'learned better' if lm > zm else 'zero fill better or equal'}")
-    print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

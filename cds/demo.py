@@ -52,8 +52,11 @@ def generate_patient(out: Path, settings: Settings, seed: int = 7) -> tuple[list
     except ImportError:
         log.info("ultrasound phantom not available in this build")
     else:
+        from models.phantoms.ultrasound import generate_lesion_sr
+
         us = generate_ultrasound(out / "ultrasound", seed + 2, DEMO_PATIENT, latent_risk=1.0)
-        files.append(Path(us.path))
+        # the sonographer's region, as a TID 1500 SR in the same study: the model reads it
+        files += [Path(us.path), generate_lesion_sr(us, out / "ultrasound")]
     fhir_dir = None
     try:
         from models.phantoms.clinical import clinical_resources, write_bundle

@@ -177,3 +177,59 @@ def generate_ultrasound(
     path = save_dataset(ds, Path(out_dir) / f"us_{seed}.dcm")
     return UltrasoundTruth(path=path, study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
                            lesion_box=box, latent_risk=z, report_text=_report(desc), descriptors=desc)
+
+
+def generate_lesion_sr(
+    truth: UltrasoundTruth,
+    out_dir: Path,
+    *,
+    box: tuple[float, float, float, float] | None = None,
+    observer_name: str = "Phantom^Sonographer",
+) -> Path:
+    """Write a TID 1500 Measurement Report SR marking the lesion on the phantom US image.
+
+    What a sonographer's reporting tool would send: one Planar ROI measurement group (TID 1410)
+    whose Image Region is a closed POLYLINE rectangle around ``box`` (default: the phantom's true
+    lesion box) on the US image ``truth.path``, with the lesion's long axis as a measurement.
+    The SR joins the image's study in its own series; the file is
+    ``<out_dir>/us_sr_<SOP Instance UID suffix>.dcm``. Returns the path. Valid per dciodvfy.
+    """
+    import highdicom as hd
+    import pydicom
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.codedict import codes
+
+    from models.phantoms.dicom_common import MANUFACTURER, save_dataset as _save
+
+    image = pydicom.dcmread(truth.path)
+    x0, y0, x1, y1 = box if box is not None else truth.lesion_box
+    rectangle = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=rectangle,
+                               source_image=hd.sr.SourceImageForRegion.from_source_image(image))
+    long_axis_mm = max(x1 - x0, y1 - y0) * PIXEL_SPACING_MM
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(f"us-sr-track-{truth.sop_instance_uid}"),
+                                                     identifier="lesion 1"),
+        referenced_region=region,
+        finding_type=CodedConcept("4147007", "SCT", "Mass"),
+        measurements=[hd.sr.Measurement(name=codes.SCT.LongAxis, value=float(long_axis_mm),
+                                        unit=codes.UCUM.Millimeter)],
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=observer_name))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_person_context=observer),
+        procedure_reported=CodedConcept("16310003", "SCT", "Diagnostic ultrasonography"),
+        imaging_measurements=[group], title=codes.cid7021.ImagingMeasurementReport)
+    sr_uid = new_uid(f"us-sr-{truth.sop_instance_uid}-{(x0, y0, x1, y1)}")
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[image], content=report[0],
+        series_instance_uid=new_uid(f"us-sr-series-{truth.study_uid}"), series_number=90,
+        sop_instance_uid=sr_uid, instance_number=1, manufacturer=MANUFACTURER,
+        is_complete=True, is_final=True, is_verified=True,
+        verifying_observer_name=observer_name, verifying_organization="breast-cds phantom site",
+        series_description="Lesion region (phantom sonographer)",
+        content_date=image.ContentDate, content_time=image.ContentTime,
+    )
+    return _save(sr, Path(out_dir) / f"us_sr_{sr_uid[-12:]}.dcm")

@@ -65,7 +65,7 @@ def gbsg2_clinical_values(df: pd.DataFrame) -> list[dict[str, float | str]]:
 def clinical_batch(values: list[dict[str, float | str]], spec: FeatureSpec) -> dict[str, np.ndarray]:
     batch = empty_batch(spec, len(values))
     for i, v in enumerate(values):
-        x, m, idx = clinical_raw(v)
+        x, m, idx = clinical_raw(v, spec.continuous)
         batch["clin_cont"][i], batch["clin_cont_mask"][i], batch["clin_cat"][i] = x, m, idx
     return batch
 

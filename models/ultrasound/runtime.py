@@ -1,11 +1,12 @@
 """Ultrasound study model: lesion box, radiomics and deep features of one breast US study.
 
 Runs on studies of modality US. Each image is read with pydicom (multi-frame: the middle frame;
-colour: converted to luminance); the lesion box is the one given by the caller
-(:meth:`UltrasoundModel.analyze_image`) or else found automatically. The result feeds the
+colour: converted to luminance). The lesion box is, in this order: the one given by the caller
+(``box``, source "user"); a region drawn in a Structured Report of the same study on that image
+(:mod:`models.ultrasound.sr_region`, source "sr"; the study's SRs arrive as
+``StudyInput.companions``); else one found automatically. An image with an SR region is analysed
+before the others, since the region says which image shows the lesion. The result feeds the
 recurrence model; this model itself makes no diagnosis.
-
-A box from a Structured Report in the same study is not read yet: studies get the automatic box.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from models.cards import ModelCard
 from models.ultrasound.deep import DeepEncoder, lesion_crop
 from models.ultrasound.lesion import automatic_box, lesion_mask
 from models.ultrasound.radiomics import radiomics_features
+from models.ultrasound.sr_region import SRBox, sr_boxes
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +88,29 @@ class UltrasoundModel:
         deep = self.encoder.features(lesion_crop(image, box))
         return box, box_source, radiomics, deep
 
+    def _sr_regions(self, study: StudyInput) -> dict[str, SRBox]:
+        """SR-drawn boxes per image UID (empty when the study has no usable SR)."""
+        if not study.companions:
+            return {}
+        shapes: dict[str, tuple[int, int]] = {}
+        for record in study.instances:
+            try:
+                head = pydicom.dcmread(record.path, stop_before_pixels=True)
+                shapes[record.sop_instance_uid] = (int(head.Rows), int(head.Columns))
+            except Exception as exc:  # the image itself is reported (and skipped) by analyze
+                log.debug("US instance %s: header unreadable for SR matching: %s", record.sop_instance_uid, exc)
+        return sr_boxes(study.companions, shapes)
+
     def analyze(self, study: StudyInput, work_dir: Path, box: tuple[float, float, float, float] | None = None) -> StudyAnalysis:
-        """Analyse the first US image of the study that has a usable lesion region."""
+        """Analyse the first US image of the study that has a usable lesion region.
+
+        Images with an SR-drawn region come first; a region the lesion mask cannot use (too
+        small, say) falls back to the automatic box for that image, and that is logged.
+        """
         errors: list[str] = []
-        for record in sorted(study.instances, key=lambda r: str(r.path)):
+        regions = {} if box is not None else self._sr_regions(study)
+        ordered = sorted(study.instances, key=lambda r: (r.sop_instance_uid not in regions, str(r.path)))
+        for record in ordered:
             try:
                 ds = pydicom.dcmread(record.path)
                 image = grayscale_image(ds, record.path)
@@ -97,7 +118,18 @@ class UltrasoundModel:
                 if spacing is None:
                     log.warning("US instance %s: no physical spacing, assuming %.2f mm",
                                 record.sop_instance_uid, DEFAULT_SPACING_MM)
-                got_box, source, radiomics, deep = self.analyze_image(image, spacing, box)
+                region = regions.get(record.sop_instance_uid)
+                if box is not None:
+                    got_box, source, radiomics, deep = self.analyze_image(image, spacing, box, "user")
+                elif region is not None:
+                    try:
+                        got_box, source, radiomics, deep = self.analyze_image(image, spacing, region.box, "sr")
+                    except ValueError as exc:
+                        log.error("US instance %s: region from SR %s unusable (%s); automatic box used",
+                                  record.sop_instance_uid, region.sr_sop_instance_uid, exc)
+                        got_box, source, radiomics, deep = self.analyze_image(image, spacing, None)
+                else:
+                    got_box, source, radiomics, deep = self.analyze_image(image, spacing, None)
             except ValueError as exc:
                 errors.append(f"{record.sop_instance_uid}: {exc}")
                 continue
@@ -109,8 +141,9 @@ class UltrasoundModel:
                 radiomics=radiomics,
                 deep_features=deep,
             )
-            log.info("US study %s: lesion features from instance %s (%s box)",
-                     study.study_instance_uid, record.sop_instance_uid, source)
+            log.info("US study %s: lesion features from instance %s (%s box%s)",
+                     study.study_instance_uid, record.sop_instance_uid, source,
+                     f" from SR {region.sr_sop_instance_uid}" if source == "sr" and region else "")
             return StudyAnalysis(study_instance_uid=study.study_instance_uid, modality="US",
                                  patient=study.patient, model=self.identity, work_dir=work_dir,
                                  ultrasound=result)

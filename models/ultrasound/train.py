@@ -33,7 +33,10 @@ RADIOMICS_NOTE = {
     "radiomics_implementation": "models/ultrasound/radiomics.py, written with scikit-image, scipy and "
     "PyWavelets: pyradiomics 3.x failed to build here (sdist needs numpy at build time) and mirp 2.7 "
     "requires pandas>=3, which breaks lifelines. Feature names follow pyradiomics.",
-    "lesion_box": "given box, else automatic (darkest compact region, models/ultrasound/lesion.py)",
+    "lesion_box": "box given by the caller, else a region drawn in an SR of the same study on that image "
+                  "(models/ultrasound/sr_region.py: TID 1500 planar ROIs or any SCOORD POLYLINE/POLYGON/"
+                  "CIRCLE/ELLIPSE/MULTIPOINT/POINT), else automatic (darkest compact region, "
+                  "models/ultrasound/lesion.py)",
 }
 TARGETS = ("irregular", "not_parallel", "shadowing", "calcifications", "spiculated")
 

@@ -49,10 +49,18 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path):
     """The README's demo: synthetic patient over C-STORE, every job done, outputs delivered."""
     r = cds("demo", "--out", str(tmp_path / "demo"), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "sent 9/9 instances" in r.stdout
+    assert "sent 10/10 instances" in r.stdout  # 4 MG, 4 slide levels, 1 US image and the sonographer's SR
     results = tmp_path / "demo" / "results"
     assert len(list((results / "dicom").glob("*seg*.dcm"))) >= 2  # mammography and slide SEG
     assert len(list((results / "dicom").glob("*sr.dcm"))) >= 2
     assert list((results / "fhir").glob("*riskassessment.json")) and list((results / "pdf").glob("*.pdf"))
     st = cds("status", env={"CDS_DATA_DIR": str(tmp_path / "demo" / "cds-data")})
     assert "dead" not in st.stdout.split("Failures")[0], st.stdout
+    from cds.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'demo' / 'cds-data' / 'cds.sqlite3'}")
+    try:
+        us = [r.summary for r in store.results(kind="study_analysis") if r.modality == "US"]
+    finally:
+        store.close()
+    assert us and "box from sr" in us[0], f"the ultrasound model did not use the sonographer's SR region: {us}"
