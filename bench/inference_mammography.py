@@ -83,7 +83,8 @@ def main() -> None:
         from models.mammography.net import ExportWrapper, MammoNet
 
         torch.set_num_threads(args.threads)
-        net = ExportWrapper(MammoNet()).eval()
+        shipped = model.card.extra.get("training", {}).get("config", {})
+        net = ExportWrapper(MammoNet(seg_stride=int(shipped.get("seg_stride", 4)))).eval()
         xt, at = torch.from_numpy(feed["image"]), torch.zeros(1)
 
         def eager() -> None:

@@ -129,8 +129,12 @@ class MammoNet(nn.Module):
     than 1/4 of the input, which is what makes CPU training take minutes, not hours.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), mixstyle: bool = True) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), mixstyle: bool = True,
+                 seg_stride: int = 4) -> None:
         super().__init__()
+        if seg_stride not in (2, 4):
+            raise ValueError(f"seg_stride must be 2 or 4, got {seg_stride}")
+        self.seg_stride = seg_stride
         w0, w1, w2, w3 = widths
         self.patch = nn.Conv2d(1, w0, 4, 4, 0, bias=False)
         self.patch_norm = AdaptiveNorm(w0)
@@ -149,7 +153,15 @@ class MammoNet(nn.Module):
         self.lat1 = nn.Conv2d(w1, d, 1)
         self.lat0 = nn.Conv2d(w0, d, 1)
         self.seg_conv = ConvNorm(d, d, 1)
-        self.seg_out = nn.Conv2d(d, 1, 1)
+        if seg_stride == 2:
+            # stride-2 refinement: a cheap full-detail image branch sharpens lesion borders that a
+            # stride-4 map (a 7-13 pixel lesion radius is 2-3 cells) can only place coarsely
+            self.fine = ConvNorm(1, 8, 2)
+            self.seg_mid = nn.Conv2d(d, 8, 1)
+            self.fine_conv = ConvNorm(16, 8, 1)
+            self.seg_out = nn.Conv2d(8, 1, 1)
+        else:
+            self.seg_out = nn.Conv2d(d, 1, 1)
         self.log_vars = nn.Parameter(torch.zeros(3))  # classification, localization, grading
 
     def set_mixstyle(self, enabled: bool) -> None:
@@ -157,7 +169,7 @@ class MammoNet(nn.Module):
             m.enabled = enabled
 
     def forward(self, x: torch.Tensor, tta_alpha: torch.Tensor | None = None):
-        """Class logits (n,4), segmentation logits at stride 4 (n,1,H/4,W/4), grade probs, cum probs."""
+        """Class logits (n,4), segmentation logits at ``seg_stride``, grade probs, cum probs."""
         a = tta_alpha
         x0 = F.relu(self.patch_norm(self.patch(x), a))
         x0 = F.relu(self.stem(x0, a))
@@ -170,7 +182,11 @@ class MammoNet(nn.Module):
         p = F.interpolate(p, size=x1.shape[-2:], mode="bilinear", align_corners=False) + self.lat1(x1)
         p = F.interpolate(p, size=x0.shape[-2:], mode="bilinear", align_corners=False) + self.lat0(x0)
         p = F.relu(self.seg_conv(F.relu(p), a))
-        seg = self.seg_out(p)  # stride 4; upsampled to the input size by :func:`upsample_seg`
+        if self.seg_stride == 2:
+            f = F.relu(self.fine(x, a))
+            p = F.interpolate(self.seg_mid(p), size=f.shape[-2:], mode="bilinear", align_corners=False)
+            p = F.relu(self.fine_conv(torch.cat([p, f], dim=1), a))
+        seg = self.seg_out(p)  # stride 2 or 4; upsampled to the input size by :func:`upsample_seg`
         # lesion-guided pooling: the localization map says where to look, so the classifier
         # describes the lesion's texture (spicules, calcifications, margins) rather than the breast
         feat = torch.cat([
@@ -211,19 +227,30 @@ class ExportWrapper(nn.Module):
 def multitask_loss(net: MammoNet, logits, seg, grade_probs, y_cls, y_mask, y_grade, seg_weight=None):
     """Uncertainty-weighted sum of CE, BCE+Dice and ordinal NLL; returns (total, parts).
 
-    ``y_mask`` is the (soft) target at the segmentation head's stride; ``seg_weight`` (n,) is 0
-    for images whose mask is unknown (user data without masks) so they do not teach "no lesion".
+    ``y_mask`` is the binary target at the input resolution: the logits are upsampled to it
+    (as at inference) so the loss trains exactly the map that is thresholded and scored;
+    ``seg_weight`` (n,) is 0 for images whose mask is unknown (user data without masks) so they
+    do not teach "no lesion".
     """
     if seg_weight is None:
         seg_weight = torch.ones(seg.shape[0], device=seg.device)
+    if seg.shape[-2:] != y_mask.shape[-2:]:
+        seg = upsample_seg(seg, tuple(y_mask.shape[-2:]))
     l_cls = F.cross_entropy(logits, y_cls)
     bce = F.binary_cross_entropy_with_logits(seg, y_mask, pos_weight=torch.tensor(3.0), reduction="none")
     w = seg_weight[:, None, None, None]
     bce = (bce * w).sum() / (w.sum() * seg[0].numel()).clamp_min(1.0)
     prob = torch.sigmoid(seg) * w
     tgt = y_mask * w
-    inter = (prob * tgt).sum()
-    dice = 1.0 - (2 * inter + 1.0) / (prob.sum() + tgt.sum() + 1.0)
+    # Dice per lesion image, averaged: the scored IoU is a per-image mean, so a small lesion
+    # counts as much as a large one (a batch-level Dice is dominated by the large ones)
+    inter = (prob * tgt).sum(dim=(1, 2, 3))
+    dice_i = 1.0 - (2 * inter + 1.0) / (prob.sum(dim=(1, 2, 3)) + tgt.sum(dim=(1, 2, 3)) + 1.0)
+    has = (tgt.sum(dim=(1, 2, 3)) > 0).float()
+    if float(has.sum()) > 0:
+        dice = (dice_i * has).sum() / has.sum()
+    else:  # no lesion in this batch: penalise predicted area only
+        dice = 1.0 - 1.0 / (prob.sum() + 1.0)
     l_seg = bce + dice
     l_grade = F.nll_loss(torch.log(grade_probs.clamp_min(1e-6)), y_grade)
     parts = torch.stack([l_cls, l_seg, l_grade])
