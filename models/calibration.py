@@ -7,7 +7,12 @@ card tooling can import it.
 
 * multi-class: temperature scaling (one scalar ``T``, minimises held-out NLL);
 * binary: Platt scaling (logistic on the score) or isotonic regression (stored as breakpoints so
-  the card stays JSON);
+  the card stays JSON). Both optionally use Platt's (1999) regularised targets,
+  ``(N+ + 1) / (N+ + 2)`` for positives and ``1 / (N- + 2)`` for negatives, instead of 1 and 0:
+  when a calibration set is perfectly separable the unregularised fit runs off to an infinite slope
+  and reports probabilities of exactly 0 or 1 that a set of that size cannot justify; the
+  regularised targets are what a uniform prior on each class's error rate supports, so the
+  probabilities stay finite and shrink towards certainty only as the calibration set grows;
 * ECE: equal-width bins, binary (probability of the positive class) or top-label for multi-class;
 * thresholds: Youden's J on the ROC curve, and the highest threshold reaching a target sensitivity.
 """
@@ -15,7 +20,7 @@ card tooling can import it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
@@ -54,25 +59,60 @@ def apply_temperature(logits: np.ndarray, T: float) -> np.ndarray:
     return expit(z) if z.ndim == 1 else softmax(z, axis=-1)
 
 
-def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: ``p = sigmoid(a * score + b)`` fitted by (almost unregularised) logistic NLL."""
-    s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+def platt_targets(labels: np.ndarray) -> np.ndarray:
+    """Platt's regularised targets: ``(N+ + 1)/(N+ + 2)`` for positives, ``1/(N- + 2)`` for negatives."""
+    y = _as_labels(labels)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    return np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
+def fit_platt(
+    scores: np.ndarray, labels: np.ndarray, *, regularised: bool = False, max_slope: float | None = None
+) -> tuple[float, float]:
+    """Platt scaling: ``p = sigmoid(a * score + b)``.
+
+    By default an (almost unregularised) logistic NLL fit, as before. ``regularised=True`` fits
+    cross-entropy against :func:`platt_targets` instead (finite even on separable data), and
+    ``max_slope`` bounds ``|a|`` as a last guard against a degenerate score distribution.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
     y = _as_labels(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("Platt scaling needs both classes in the calibration labels")
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(s, y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not regularised and max_slope is None:
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(s.reshape(-1, 1), y)
+        return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    t = platt_targets(y) if regularised else y.astype(np.float64)
+    centre, spread = float(s.mean()), float(s.std()) or 1.0
+    z = (s - centre) / spread  # a well-conditioned problem; undone below
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        u = ab[0] * z + ab[1]
+        # cross-entropy with soft targets, written stably: log(1 + e^u) - t * u
+        val = np.logaddexp(0.0, u) - t * u
+        g = expit(u) - t
+        return float(val.mean()), np.array([float((g * z).mean()), float(g.mean())])
+
+    bound = None if max_slope is None else float(max_slope) * spread
+    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
+                   bounds=[(-bound, bound) if bound is not None else (None, None), (None, None)])
+    a_z, b_z = float(res.x[0]), float(res.x[1])
+    return a_z / spread, b_z - a_z * centre / spread
 
 
 def apply_platt(scores: np.ndarray, a: float, b: float) -> np.ndarray:
     return expit(a * np.asarray(scores, dtype=np.float64) + b)
 
 
-def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> dict:
-    """Isotonic regression as a JSON-friendly table ``{"x": [...], "y": [...]}`` (interpolated)."""
+def fit_isotonic(scores: np.ndarray, labels: np.ndarray, *, regularised: bool = False) -> dict:
+    """Isotonic regression as a JSON-friendly table ``{"x": [...], "y": [...]}`` (interpolated).
+
+    ``regularised=True`` regresses on :func:`platt_targets`, so the table never reaches 0 or 1.
+    """
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = _as_labels(labels)
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
+    target = platt_targets(y) if regularised else y
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, target)
     return {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_]}
 
 

@@ -1,7 +1,8 @@
 """The two-stage slide analysis shared by the runtime, the training evaluation and the benchmark.
 
 1. tissue detection on the lowest pyramid level (:func:`reader.tissue_tiles`);
-2. stage 1: every tissue tile is scored from its low-magnification patch (2 um/px);
+2. stage 1: every tissue tile is scored from its low-magnification patch (2 um/px), in chunks of
+   whole stage-1 frames (:data:`STAGE1_CHUNK` patches), so memory does not grow with the slide;
 3. stage 2: only the most suspicious tiles (stage-1 probability over a threshold, at least
    ``min_stage2`` and at most ``max_stage2`` of them) are read at full resolution, encoded, and
    pooled by the gated-attention MIL head into the slide's metastasis score.
@@ -20,7 +21,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from models.slides.reader import SlideReader, stage1_patches, stage2_tiles, tissue_tiles
+from models.slides.reader import SlideReader, stage1_frame_span, stage1_patches, stage2_tiles, tissue_tiles
+
+STAGE1_CHUNK = 1024  # stage-1 patches held at once (about 12 MB of uint8)
 
 
 class TileNets(Protocol):
@@ -106,14 +109,21 @@ def analyze_slide(
     tissue_list = [(int(r), int(c)) for r, c in np.argwhere(tissue)]
     prob = np.zeros(grid, np.float32)
     if mode == "two_stage":
-        t0 = time.perf_counter()
-        patches, _ = stage1_patches(reader, tissue_list)
-        t["decode"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        p1 = nets.stage1(patches)
-        t["model"] += time.perf_counter() - t0
-        for (r, c), p in zip(tissue_list, p1):
-            prob[r, c] = p
+        # Stage 1 in chunks of whole stage-1 frames: memory stays bounded by STAGE1_CHUNK patches
+        # however large the slide, and no frame is decoded twice.
+        span = stage1_frame_span(reader)
+        ordered = sorted(tissue_list, key=lambda rc: (rc[0] // span, rc[1] // span))
+        for i in range(0, len(ordered), STAGE1_CHUNK):
+            chunk = ordered[i : i + STAGE1_CHUNK]
+            t0 = time.perf_counter()
+            patches, _ = stage1_patches(reader, chunk)
+            t["decode"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            p1 = nets.stage1(patches)
+            t["model"] += time.perf_counter() - t0
+            rows_, cols_ = np.array(chunk).T
+            prob[rows_, cols_] = p1
+            del patches
         chosen = select_stage2(prob, tissue, params)
     else:
         chosen = tissue_list

@@ -4,6 +4,16 @@ The MIL head's logit is mapped to a probability by Platt scaling or isotonic reg
 (:mod:`models.calibration`), whichever has the lower cross-validated Brier score on the held-out
 calibration slides; the map is stored in the card as JSON and applied by the runtime.
 
+Both maps are fitted against Platt's regularised targets (``(N+ + 1)/(N+ + 2)`` and
+``1/(N- + 2)``), not 0/1. Phantom calibration sets are often perfectly separable; an unregularised
+Platt fit then takes an unbounded slope (the first shipped card had ``a = 3.0`` on logits spanning
+40 units, so a negative slide read 79 % and every positive "100.0 %", and Youden's threshold sat at
+0.99997). With the regularised targets a calibration set of N slides can claim at most about
+``1 - 1/(N + 2)`` certainty, which is what it can support: the Platt map's output is clipped to
+``[1/(N- + 2), (N+ + 1)/(N+ + 2)]`` (a sigmoid's tails would otherwise run past it for scores
+beyond the calibration range) and its slope is bounded (:data:`MAX_SLOPE`) as a guard against a
+degenerate score distribution.
+
 Thresholds: phantom slides are often perfectly separable, and then Youden's index (or the
 highest threshold reaching 90 % sensitivity) lands exactly on the lowest positive score, so a
 positive scoring a hair lower would be missed. We therefore move each threshold to the midpoint,
@@ -25,18 +35,26 @@ def apply_map(calmap: dict[str, Any], logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, np.float64)
     method = calmap.get("method")
     if method == "platt":
-        return cal.apply_platt(x, float(calmap["a"]), float(calmap["b"]))
+        p = cal.apply_platt(x, float(calmap["a"]), float(calmap["b"]))
+        if "p_min" in calmap:  # a sigmoid's tails go past what the calibration set supports
+            p = np.clip(p, float(calmap["p_min"]), float(calmap["p_max"]))
+        return p
     if method == "isotonic":
         return cal.apply_isotonic(x, {"x": calmap["x"], "y": calmap["y"]})
     raise ValueError(f"calibration method {method!r} not supported (expected 'platt' or 'isotonic')")
 
 
+MAX_SLOPE = 5.0  # bound on |a| of the Platt map, per unit of slide logit
+
+
 def _fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     if method == "platt":
-        a, b = cal.fit_platt(logits, y)
-        return {"method": "platt", "input": "slide logit", "a": a, "b": b}
-    table = cal.fit_isotonic(logits, y)
-    return {"method": "isotonic", "input": "slide logit", "x": table["x"], "y": table["y"]}
+        a, b = cal.fit_platt(logits, y, regularised=True, max_slope=MAX_SLOPE)
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        return {"method": "platt", "input": "slide logit", "targets": "platt-regularised", "a": a, "b": b,
+                "p_min": 1.0 / (n_neg + 2.0), "p_max": (n_pos + 1.0) / (n_pos + 2.0)}
+    table = cal.fit_isotonic(logits, y, regularised=True)
+    return {"method": "isotonic", "input": "slide logit", "targets": "platt-regularised", "x": table["x"], "y": table["y"]}
 
 
 def fit_map(logits: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 4) -> dict[str, Any]:

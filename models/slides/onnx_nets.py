@@ -12,6 +12,8 @@ ENCODER_FILE = "slide_encoder.onnx"
 MIL_FILE = "slide_mil.onnx"
 WEIGHT_FILES = (STAGE1_FILE, ENCODER_FILE, MIL_FILE)
 BATCH = 32
+STAGE1_BATCH = 512  # stage-1 patches per onnxruntime call: small convolutions amortise per-call cost
+                    # only in big batches (0.56 vs 0.85 ms per patch at 128 on 2 cores); 25 MB of input
 
 
 def to_nchw(images: np.ndarray, size: int) -> np.ndarray:
@@ -58,8 +60,8 @@ class OnnxTileNets:
 
     def stage1(self, patches: np.ndarray) -> np.ndarray:
         out = []
-        for i in range(0, len(patches), BATCH * 4):
-            x = to_nchw(patches[i : i + BATCH * 4], self.stage1_size)
+        for i in range(0, len(patches), STAGE1_BATCH):
+            x = to_nchw(patches[i : i + STAGE1_BATCH], self.stage1_size)
             out.append(self.stage1_session.run(None, {"patches": x})[0])  # type: ignore[attr-defined]
         return _sigmoid(np.concatenate(out)) if out else np.zeros(0)
 

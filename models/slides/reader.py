@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
 log = logging.getLogger(__name__)
@@ -194,6 +193,19 @@ def open_slide(paths: list[Path]) -> SlideReader:
     )
 
 
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    """HSV saturation, (max - min) / max, straight from uint8 channel extremes.
+
+    Same values as ``skimage.color.rgb2hsv(rgb)[..., 1]`` at a tenth of the cost (that computes
+    hue and value too): this runs on every slide before anything else.
+    """
+    mx = rgb.max(axis=2)
+    mn = rgb.min(axis=2)
+    out = np.zeros(mx.shape, np.float64)
+    np.divide(mx - mn, mx, out=out, where=mx > 0, casting="unsafe")
+    return out
+
+
 def tissue_tiles(reader: SlideReader) -> tuple[np.ndarray, np.ndarray]:
     """Tissue detection at the lowest level: Otsu on HSV saturation, then per base tile.
 
@@ -202,7 +214,7 @@ def tissue_tiles(reader: SlideReader) -> tuple[np.ndarray, np.ndarray]:
     them without colour calibration.
     """
     low = reader.read_lowest()
-    sat = rgb2hsv(low)[..., 1]
+    sat = _saturation(low)
     try:
         thr = threshold_otsu(sat)
     except ValueError:
@@ -226,6 +238,14 @@ def tissue_tiles(reader: SlideReader) -> tuple[np.ndarray, np.ndarray]:
             cell = tissue[y0:y1, x0:x1]
             frac[r, c] = float(cell.mean()) if cell.size else 0.0
     return frac, frac >= TISSUE_MIN_FRACTION
+
+
+def stage1_frame_span(reader: SlideReader) -> int:
+    """How many base tiles one stage-1 frame spans along each axis (1 if patches straddle frames)."""
+    lv = reader.level_near(STAGE1_UM_PER_PX)
+    scale = lv.downsample // reader.base.downsample
+    ph = reader.base.tile_rows // scale
+    return max(1, lv.tile_rows // ph) if ph and lv.tile_rows % ph == 0 else 1
 
 
 def stage1_patches(reader: SlideReader, tiles: list[tuple[int, int]]) -> tuple[np.ndarray, LevelInfo]:
@@ -262,8 +282,15 @@ def pool_to(tile: np.ndarray, factor: int) -> np.ndarray:
     if factor <= 1:
         return tile
     h, w = tile.shape[0] // factor, tile.shape[1] // factor
-    t = tile[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).astype(np.float32).mean(axis=(1, 3))
-    return np.clip(t + 0.5, 0, 255).astype(np.uint8)
+    n = factor * factor
+    # integer sum of the factor x factor strided views, rounded half up: the same bytes as a
+    # float mean + 0.5, several times faster (this runs on every stage-2 tile)
+    t = tile[: h * factor, : w * factor]
+    acc = np.full((h, w, 3), n // 2, np.uint32 if n > 257 else np.uint16)
+    for dy in range(factor):
+        for dx in range(factor):
+            acc += t[dy::factor, dx::factor]
+    return (acc // n).astype(np.uint8)
 
 
 def stage2_tiles(reader: SlideReader, tiles: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +300,10 @@ def stage2_tiles(reader: SlideReader, tiles: list[tuple[int, int]]) -> tuple[np.
     """
     factor = max(1, int(round(STAGE2_UM_PER_PX / reader.base.um_per_px)))
     full = np.zeros((len(tiles), reader.base.tile_rows, reader.base.tile_columns, 3), np.uint8)
+    if not tiles:
+        return full, np.zeros((0, 1, 1, 3), np.uint8)
+    pooled = np.zeros((len(tiles), reader.base.tile_rows // factor, reader.base.tile_columns // factor, 3), np.uint8)
     for i, (r, c) in enumerate(tiles):
         full[i] = reader.read_frame(reader.base, r, c)
-    pooled = np.stack([pool_to(t, factor) for t in full]) if len(tiles) else np.zeros((0, 1, 1, 3), np.uint8)
+        pooled[i] = pool_to(full[i], factor)
     return full, pooled

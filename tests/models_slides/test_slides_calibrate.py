@@ -41,3 +41,44 @@ def test_separable_thresholds_have_a_margin():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="not supported"):
         apply_map({"method": "temperature"}, np.zeros(2))
+
+
+def test_separable_calibration_set_gives_finite_probabilities_and_sane_thresholds():
+    """A perfectly separable calibration set must not yield 0/1 probabilities or a 0.99997 threshold."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1.5, 30), rng.normal(20, 6, 30)])  # separable, as on phantoms
+    y = np.array([0] * 30 + [1] * 30)
+    a, b = cal.fit_platt(x, y)  # the unregularised fit runs away
+    a_r, b_r = cal.fit_platt(x, y, regularised=True)
+    assert a_r < a and np.isfinite([a_r, b_r]).all()
+    p_r = cal.apply_platt(np.array([-3.0, 20.0]), a_r, b_r)  # the class centres
+    assert 0.01 < p_r[0] < 0.2 and 0.8 < p_r[1] < 0.99
+    iso = cal.fit_isotonic(x, y, regularised=True)
+    assert min(iso["y"]) == pytest.approx(1 / 32) and max(iso["y"]) == pytest.approx(31 / 32)
+    calmap = fit_map(x, y)
+    assert calmap["targets"] == "platt-regularised"
+    p = apply_map(calmap, x)
+    assert 1e-3 < p.min() and p.max() < 1 - 1e-3
+    thr = fit_thresholds(x, y, calmap)
+    for name in ("youden", "sensitivity_0.9"):
+        assert 1e-3 < thr[name] < 1 - 1e-3, (name, thr[name])
+    assert ((p >= thr["youden"]) == (y == 1)).all()
+
+
+def test_bounded_platt_slope():
+    x = np.array([-1.0, -0.5, 0.4, 0.5, 1.0, 2.0])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    a, _ = cal.fit_platt(x, y, max_slope=2.0)
+    assert abs(a) <= 2.0 + 1e-9
+
+
+def test_shipped_card_thresholds_are_inside_the_unit_interval():
+    import json
+    from pathlib import Path
+
+    card = json.loads((Path(__file__).resolve().parents[2] / "models/slides/weights/card.json").read_text())
+    for name in ("youden", "sensitivity_0.9"):
+        assert 1e-3 < card["thresholds"][name] < 1 - 1e-3, (name, card["thresholds"][name])
+    rows = card["extra"]["test_slides"]
+    p = apply_map(card["calibration"], np.array([r["logit"] for r in rows]))
+    assert p.max() < 1 - 1e-3 and p.min() > 1e-3  # no "100.0 %" in the report

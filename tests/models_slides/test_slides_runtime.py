@@ -74,6 +74,44 @@ def test_base_level_is_read_sparsely(model, demo_slide, tmp_path):
     assert stats.base_tiles_read < 0.2 * stats.base_tiles_total
 
 
+def test_full_resolution_level_is_never_held_in_memory(model, demo_slide, tmp_path):
+    """Only the lowest level is read as a region, and numpy's peak allocation (stage-2 tiles,
+    network inputs and wsidicom's decoded-tile cache included: about 24 MiB) stays well below the
+    size of the base level (4096 x 4096 RGB = 48 MiB): the slide is never loaded whole."""
+    import tracemalloc
+
+    from models.slides import analysis, reader
+
+    regions: list[int] = []
+    real_open = reader.open_slide
+
+    def spying_open(paths):
+        rd = real_open(paths)
+        real_read_region = rd.wsi.read_region
+
+        def read_region(location, level, size, *a, **k):
+            regions.append(level)
+            return real_read_region(location, level, size, *a, **k)
+
+        rd.wsi.read_region = read_region
+        return rd
+
+    base_bytes = 4096 * 4096 * 3
+    with reader.open_slide(list(demo_slide.level_paths)) as rd:  # first-use imports are not the slide
+        reader.tissue_tiles(rd)
+    tracemalloc.start()
+    try:
+        with spying_open(list(demo_slide.level_paths)) as rd:
+            raw = analysis.analyze_slide(rd, model.nets, model.params)
+            lowest = rd.lowest.index
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert raw.base_tiles_read <= model.params.max_stage2
+    assert regions and set(regions) == {lowest}
+    assert peak < 0.6 * base_bytes, f"peak numpy allocation {peak / 2**20:.1f} MiB"
+
+
 def test_negative_slide_scores_low(model, small_negative, tmp_path):
     result, _ = model.analyze_series(list(small_negative.level_paths), tmp_path)
     assert not result.metastasis.positive
