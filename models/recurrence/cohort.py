@@ -18,12 +18,43 @@ handling, it does not show that real images predict recurrence). Every image fea
 ``loading * z + noise`` with feature-specific loadings (fixed by a seed), some loadings zero
 (pure-noise features). A random subset of patients has each modality removed (missing WSI 25 %,
 missing US 25 %, missing report embedding 50 %).
+
+Missingness modes (``semi_synthetic_arrays(..., missingness=...)``):
+
+* ``"mcar"`` (default, what ``train_all`` uses): the removals above are missing completely at
+  random, independent of everything. With standardized inputs, zero fill is then mean imputation
+  of a modality whose absence says nothing, which is why a learned "missing" embedding cannot be
+  expected to beat it.
+* ``"informative"`` (for the ablation in bench/recurrence.py only): whether a modality exists
+  depends on the patient, as in clinic. Each absence follows a stated logistic model
+
+      P(absent_i) = sigmoid(a + slope * d_i),   d = (driver - mean) / sd over the cohort,
+
+  with ``slope`` and driver from ``INFORMATIVE_MISSINGNESS`` and the intercept ``a`` solved so the
+  cohort's absence rate stays the MCAR rate (25 %), so only WHO is missing changes, not how many:
+
+  - WSI: driver = latent risk z, slope -1.5. Lower-risk disease less often yields a slide for
+    analysis (no node dissection / re-excision specimen). z drives the slide features themselves
+    and includes outcome information not in the clinical variables, so this is missing NOT at
+    random: by construction the fact of absence carries outcome information beyond the observed
+    inputs (how much, measured in bench/recurrence.py: little; the absence flags added to either
+    model's risk score raise the test C-index by about +0.001).
+  - US: driver = log tumour size (a clinical input the model always sees), slope -1.5: an
+    ultrasound is done mostly when there is a palpable, larger lump. Absence depends only on an
+    observed variable plus independent noise (missing at random given the inputs), so it carries
+    no outcome information beyond tumour size; it still tells "not imaged" from "average image".
+  - report embedding: stays MCAR at 50 % (a technical absence: the sentence encoder not exported).
+
+  The same uniform draws as the MCAR mode are compared with these per-patient probabilities, so
+  both modes share every feature value and differ only in the availability masks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.special import expit
 from scipy.stats import norm, rankdata
 
 from models.recurrence.features import (
@@ -36,6 +67,12 @@ from models.recurrence.features import (
 
 MISSING_RATES = {"wsi": 0.25, "us": 0.25, "text_embedding": 0.5}
 LATENT_WEIGHTS = {"clinical_lp": 0.6, "martingale": 0.8, "noise": 0.6}
+MISSINGNESS_MODES = ("mcar", "informative")
+# Logistic absence models of the "informative" mode (see module doc); fixed before any run, not tuned.
+INFORMATIVE_MISSINGNESS = {
+    "wsi": {"driver": "latent risk z", "slope": -1.5},
+    "us": {"driver": "log tumour size", "slope": -1.5},
+}
 
 
 def load_gbsg2() -> pd.DataFrame:
@@ -106,10 +143,35 @@ def _features_from_latent(z: np.ndarray, n_feat: int, rng: np.random.Generator, 
     return ((x + offsets) * scales).astype(np.float32)
 
 
+def informative_absence_probability(z: np.ndarray, tumour_size_mm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-patient probability that the slides / the ultrasound are absent (informative mode).
+
+    Logistic in the standardized driver (``INFORMATIVE_MISSINGNESS``), intercept solved so the
+    cohort mean equals the MCAR rate: the comparison with the MCAR mode then changes who is
+    missing, never how many.
+    """
+    drivers = {"wsi": np.asarray(z, float), "us": np.log(np.asarray(tumour_size_mm, float))}
+    out = {}
+    for col, rule in INFORMATIVE_MISSINGNESS.items():
+        d = drivers[col]
+        d = (d - d.mean()) / d.std()
+        slope, rate = rule["slope"], MISSING_RATES[col]
+        a = brentq(lambda c: float(expit(c + slope * d).mean()) - rate, -30.0, 30.0)  # noqa: B023
+        out[col] = expit(a + slope * d)
+    return out
+
+
 def semi_synthetic_arrays(
-    spec: FeatureSpec, seed: int = 0, missing: bool = True
+    spec: FeatureSpec, seed: int = 0, missing: bool = True, missingness: str = "mcar"
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """(unstandardized batch, time, event, latent z) of the semi-synthetic cohort (see module doc)."""
+    """(unstandardized batch, time, event, latent z) of the semi-synthetic cohort (see module doc).
+
+    ``missingness`` picks who lacks a modality when ``missing`` is true: ``"mcar"`` (default,
+    random) or ``"informative"`` (stated logistic models of risk and tumour size); the feature
+    values are the same in both modes.
+    """
+    if missingness not in MISSINGNESS_MODES:
+        raise ValueError(f"unknown missingness mode {missingness!r} (expected one of {MISSINGNESS_MODES})")
     rng = np.random.default_rng(seed)
     df = load_gbsg2()
     batch = clinical_batch(gbsg2_clinical_values(df), spec)
@@ -137,8 +199,11 @@ def semi_synthetic_arrays(
         batch[mkey] = np.ones_like(batch[key])
     mm = np.ones((n, 3), np.float32)
     if missing:
+        p_absent: dict[str, np.ndarray | float] = dict(MISSING_RATES)
+        if missingness == "informative":
+            p_absent.update(informative_absence_probability(z, df["tsize"].to_numpy(float)))
         for j, col in enumerate(("wsi", "us", "text_embedding")):
-            mm[:, j] = (rng.random(n) >= MISSING_RATES[col]).astype(np.float32)
+            mm[:, j] = (rng.random(n) >= p_absent[col]).astype(np.float32)
     batch["modality_mask"] = mm
     apply_modality_mask(batch)
     return batch, df["time"].to_numpy(float), df["cens"].to_numpy(float), z
@@ -162,5 +227,6 @@ def subset(batch: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarra
 
 __all__ = [
     "CATEGORICAL_VARIABLES", "CONTINUOUS_VARIABLES", "gbsg2_arrays", "semi_synthetic_arrays",
+    "informative_absence_probability", "INFORMATIVE_MISSINGNESS", "MISSINGNESS_MODES",
     "apply_modality_mask", "subset", "load_gbsg2", "gbsg2_clinical_values",
 ]
