@@ -21,7 +21,7 @@ from PIL import Image
 from skimage.draw import polygon_perimeter
 from skimage.transform import resize
 
-from cds.domain import ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
+from cds.domain import Calibrated, ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,16 @@ def _show(value: float | str) -> str:
     return str(value)
 
 
+def _threshold_text(cal: Calibrated) -> str:
+    return f"threshold {cal.threshold:.3f} ({cal.threshold_name})"
+
+
+def _summary_row(label: str, cal: Calibrated, model: ModelIdentity, positive: str, negative: str) -> dict:
+    """One line of the report's summary table: a calibrated probability and its decision."""
+    return {"label": label, "value": _fmt(cal.probability), "positive": cal.positive,
+            "decision": positive if cal.positive else negative, "model": f"{model.name} {model.version}"}
+
+
 def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,
                    recurrence: RecurrenceResult | None, source_paths: dict[str, Path]) -> dict[str, Any]:
     """Everything the template shows, as plain values and PNG data URIs."""
@@ -97,11 +107,9 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
         models[a.model.device_uid] = a.model
         if a.mammography:
             m = a.mammography
-            calib[a.model.device_uid] = f"threshold {m.exam_malignancy.threshold:.3f} ({m.exam_malignancy.threshold_name})"
-            summary.append({"label": "Mammography malignancy (exam)", "value": _fmt(m.exam_malignancy.probability),
-                            "positive": m.exam_malignancy.positive,
-                            "decision": "suspicious" if m.exam_malignancy.positive else "not suspicious",
-                            "model": f"{a.model.name} {a.model.version}"})
+            calib[a.model.device_uid] = _threshold_text(m.exam_malignancy)
+            summary.append(_summary_row("Mammography malignancy (exam)", m.exam_malignancy, a.model,
+                                        "suspicious", "not suspicious"))
             imgs = []
             for img in m.images:
                 path = source_paths.get(img.sop_instance_uid)
@@ -129,11 +137,9 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
             mammo.append({"study_uid": a.study_instance_uid, "images": imgs})
         if a.slide:
             s = a.slide
-            calib[a.model.device_uid] = f"threshold {s.metastasis.threshold:.3f} ({s.metastasis.threshold_name})"
-            summary.append({"label": "Lymph-node metastasis", "value": _fmt(s.metastasis.probability),
-                            "positive": s.metastasis.positive,
-                            "decision": "metastasis suspected" if s.metastasis.positive else "not suspected",
-                            "model": f"{a.model.name} {a.model.version}"})
+            calib[a.model.device_uid] = _threshold_text(s.metastasis)
+            summary.append(_summary_row("Lymph-node metastasis", s.metastasis, a.model,
+                                        "metastasis suspected", "not suspected"))
             att = s.attention_map.load(a.work_dir)
             shape = _fit((s.base_rows, s.base_columns))
             att_big = resize(att, shape, order=1, preserve_range=True)

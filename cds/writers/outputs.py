@@ -89,12 +89,9 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
         segs = [segw.slide_seg(analysis, base)]
         outcome, cal = "Lymph node metastasis", analysis.slide.metastasis
     elif analysis.ultrasound is not None:  # features for the recurrence model: the region, no diagnosis
-        headers = {analysis.ultrasound.sop_instance_uid:
-                   read_headers([_need(src_paths, analysis.ultrasound.sop_instance_uid, study)])[0]}
-        report = srw.study_sr(analysis, headers, [])
-        path = srw.save(report, out_dir / "sr.dcm")
-        return [OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
-                               description=f"TID 1500 SR {report.SOPInstanceUID} ({model.name}, lesion region)")]
+        uid = analysis.ultrasound.sop_instance_uid
+        headers = {uid: read_headers([_need(src_paths, uid, study)])[0]}
+        segs, outcome, cal = [], "", None
     else:
         log.info("study %s (%s, %s): no DICOM/FHIR result writer for this kind of analysis",
                  study, analysis.modality, model.name)
@@ -108,6 +105,8 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
     path = srw.save(report, out_dir / "sr.dcm")
     arts.append(OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
                                description=f"TID 1500 SR {report.SOPInstanceUID} ({model.name})"))
+    if cal is None:  # no diagnosis, so no RiskAssessment
+        return arts
     key = output_key(study, model, "fhir-riskassessment")
     ra = fr.risk_assessment_binary(key=key, settings=settings, patient=analysis.patient, model=model,
                                    outcome=outcome, calibrated=cal, study_uid=study,

@@ -35,6 +35,14 @@ class MammoArrays:
     has_mask: np.ndarray  # (n,) bool: whether a ground-truth mask exists (else mask is all 0 and unknown)
     lesion_type: np.ndarray  # (n,) str: phantom lesion type ("" for none or unknown), for per-type metrics
 
+    @classmethod
+    def from_rows(cls, xs, masks, ys, grades, vendors, splits, has_mask, lesion_types) -> "MammoArrays":
+        """Stack per-image values (phantom renders or a site's labelled DICOM) into the arrays."""
+        return cls(x=np.stack(xs)[:, None].astype(np.float32), mask=np.stack(masks),
+                   y=np.asarray(ys, np.int64), grade=np.asarray(grades, np.int64),
+                   vendor=np.asarray(vendors), split=np.asarray(splits),
+                   has_mask=np.asarray(has_mask, bool), lesion_type=np.asarray(lesion_types))
+
     def subset(self, sel: np.ndarray) -> "MammoArrays":
         return MammoArrays(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
 
@@ -101,17 +109,7 @@ def synthetic_arrays(n_exams: int, seed: int = 0, rows: int = 512, columns: int 
             if on_exam is not None:
                 on_exam(job[0])
     xs, masks, ys, grades, vends, splits, kinds = zip(*rows_out)
-    n = len(ys)
-    return MammoArrays(
-        x=np.stack(xs)[:, None].astype(np.float32),
-        mask=np.stack(masks),
-        y=np.asarray(ys, np.int64),
-        grade=np.asarray(grades, np.int64),
-        vendor=np.asarray(vends),
-        split=np.asarray(splits),
-        has_mask=np.ones(n, bool),
-        lesion_type=np.asarray(kinds),
-    )
+    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, [True] * len(ys), kinds)
 
 
 def _load_mask(path: Path, rows: int, columns: int) -> np.ndarray:
@@ -201,13 +199,4 @@ def folder_arrays(dicom_dir: Path, labels_csv: Path, seed: int = 0,
         splits.append(split)
         if on_row is not None:
             on_row(k - 1, len(rows))
-    return MammoArrays(
-        x=np.stack(xs)[:, None].astype(np.float32),
-        mask=np.stack(masks),
-        y=np.asarray(ys, np.int64),
-        grade=np.asarray(grades, np.int64),
-        vendor=np.asarray(vends),
-        split=np.asarray(splits),
-        has_mask=np.asarray(has, bool),
-        lesion_type=np.asarray([""] * len(ys)),
-    )
+    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, has, [""] * len(ys))

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from scipy import ndimage
@@ -539,14 +540,6 @@ def synthesize_exam(seed: int, rows: int = 1024, columns: int = 832, vendor: str
 # ----------------------------------------------------------------------------------------------
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
 def mg_dataset(pixels: np.ndarray, *, patient: PatientRef, study_uid: str, series_uid: str,
                sop_uid: str, series_number: int, instance_number: int, laterality: str, view: str,
                vendor: Vendor, pixel_spacing_mm: float, for_processing: bool = False,
@@ -572,8 +565,8 @@ def mg_dataset(pixels: np.ndarray, *, patient: PatientRef, study_uid: str, serie
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.QualityControlImage = "NO"
-    ds.AnatomicRegionSequence = Sequence([_code("76752008", "SCT", "Breast")])
-    view_item = _code(*VIEW_CODES[view])
+    ds.AnatomicRegionSequence = Sequence([CodedConcept("76752008", "SCT", "Breast")])
+    view_item = CodedConcept(*VIEW_CODES[view])
     view_item.ViewModifierCodeSequence = Sequence([])
     ds.ViewCodeSequence = Sequence([view_item])
     ds.PositionerType = "MAMMOGRAPHIC"

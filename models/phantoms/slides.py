@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 from pydantic import BaseModel
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -283,14 +284,6 @@ def render_tissue(
 # ----------------------------------------------------------------------------------------------
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
 def _srgb_icc() -> bytes:
     """An sRGB ICC profile with its creation date and profile ID zeroed, so output is reproducible.
 
@@ -418,8 +411,8 @@ def _level_dataset(
     op = Dataset()
     op.OpticalPathIdentifier = "1"
     op.OpticalPathDescription = "Brightfield"
-    op.IlluminationTypeCodeSequence = Sequence([_code("111744", "DCM", "Brightfield illumination")])
-    op.IlluminationColorCodeSequence = Sequence([_code("414298005", "SCT", "Full Spectrum")])
+    op.IlluminationTypeCodeSequence = Sequence([CodedConcept("111744", "DCM", "Brightfield illumination")])
+    op.IlluminationColorCodeSequence = Sequence([CodedConcept("414298005", "SCT", "Full Spectrum")])
     op.ICCProfile = icc
     op.ColorSpace = "SRGB"
     op.ObjectiveLensPower = 20
@@ -427,7 +420,7 @@ def _level_dataset(
     # Specimen
     ds.ContainerIdentifier = container_id
     ds.IssuerOfTheContainerIdentifierSequence = Sequence()
-    ds.ContainerTypeCodeSequence = Sequence([_code("433466003", "SCT", "Microscope slide")])
+    ds.ContainerTypeCodeSequence = Sequence([CodedConcept("433466003", "SCT", "Microscope slide")])
     spec = Dataset()
     spec.SpecimenIdentifier = container_id + "-1"
     spec.SpecimenUID = specimen_uid
