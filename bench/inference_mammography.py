@@ -96,12 +96,12 @@ def main() -> None:
 
         import torch
 
-        from models.mammography.net import ExportWrapper, MammoNet
+        from models.mammography.net import ExportWrapper
+        from models.mammography.train import net_for_config
 
         torch.set_num_threads(args.threads)
         shipped = model.card.extra.get("training", {}).get("config", {})
-        net = ExportWrapper(MammoNet(seg_stride=int(shipped.get("seg_stride", 4)),
-                                     dec_width=int(shipped.get("dec_width", 16)))).eval()
+        net = ExportWrapper(net_for_config(shipped)).eval()
         xt, at = torch.from_numpy(feed["image"]), torch.zeros(1)
 
         def eager() -> None:

@@ -215,8 +215,6 @@ def _attention_pool(x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_seg(seg: torch.Tensor, size: tuple[int, int] = INPUT_SHAPE) -> torch.Tensor:
-    if tuple(seg.shape[-2:]) == tuple(size):
-        return seg
     return F.interpolate(seg, size=size, mode="bilinear", align_corners=False)
 
 
@@ -233,13 +231,14 @@ class ExportWrapper(nn.Module):
 
 
 def multitask_loss(net: MammoNet, logits, seg, grade_probs, y_cls, y_mask, y_grade, seg_weight=None,
-                   pos_weight: float = 3.0):
+                   pos_weight: float = 1.0):
     """Uncertainty-weighted sum of CE, BCE+Dice and ordinal NLL; returns (total, parts).
 
     ``y_mask`` is the binary target at the input resolution: the logits are upsampled to it
     (as at inference) so the loss trains exactly the map that is thresholded and scored;
     ``seg_weight`` (n,) is 0 for images whose mask is unknown (user data without masks) so they
-    do not teach "no lesion".
+    do not teach "no lesion". ``pos_weight`` up-weights lesion pixels in the BCE term (0.2.0 used
+    3; it pushed every border outwards, so 0.3.0 trains unweighted).
     """
     if seg_weight is None:
         seg_weight = torch.ones(seg.shape[0], device=seg.device)

@@ -142,6 +142,13 @@ def _new_net(cfg: TrainConfig) -> MammoNet:
                     dec_convs=cfg.dec_convs)
 
 
+def net_for_config(config: dict) -> MammoNet:
+    """An untrained network of the architecture a card's ``training.config`` records (keys this
+    version does not know, such as a removed option, are ignored)."""
+    known = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
+    return _new_net(TrainConfig(**known))
+
+
 def fit(data: MammoArrays, cfg: TrainConfig, progress: bool = True, checkpoint: Path | None = None,
         resume: bool = True, label: str = "train") -> MammoNet:
     """Train a fresh :class:`MammoNet` on ``data`` (all of it); checkpoint after each epoch."""
