@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cds.domain import InstanceRecord, PatientRef, StudyInput  # noqa: E402
 from cds.settings import Settings  # noqa: E402
-from models.mammography.preprocess import prepare_image, read_mg  # noqa: E402
-from models.mammography.runtime import load  # noqa: E402
+from models.mammography.preprocess import read_mg  # noqa: E402
+from models.mammography.runtime import exam_input, load  # noqa: E402
 from models.phantoms.mammography import generate_exam  # noqa: E402
 
 
@@ -80,9 +80,8 @@ def main() -> None:
 
         t_decode = _median_time(lambda: [read_mg(p) for p in paths], args.repeats)
         images = [read_mg(p) for p in paths]
-        t_prep = _median_time(lambda: [prepare_image(i.pixels, i.laterality, i.invert) for i in images],
-                              args.repeats)
-        x = np.stack([prepare_image(i.pixels, i.laterality, i.invert) for i in images])[:, None]
+        t_prep = _median_time(lambda: exam_input(images), args.repeats)
+        x = exam_input(images)
 
         model = load(Settings())
         import onnxruntime as ort
@@ -91,6 +90,7 @@ def main() -> None:
         opts.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(str(model.identity.card.parent / "mammography.onnx"), opts,
                                     providers=["CPUExecutionProvider"])
+        x = np.ascontiguousarray(x[:, : model.in_channels])
         feed = {"image": x.astype(np.float32), "tta_alpha": np.zeros(1, np.float32)}
         sess.run(None, feed)
 

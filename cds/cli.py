@@ -256,6 +256,8 @@ def train_mammography(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, re
     """Train the mammography model on a site's own data (e.g. CBIS-DDSM converted to DICOM).
 
     labels CSV: file name or sop_instance_uid, label (normal/benign/in_situ/invasive)[, grade, mask].
+    Each image is paired with the CSV's image of the same study and view from the other breast
+    (the network's second input channel); an image without one is paired with itself.
     """
     _train_own("models.mammography.train", dicom_dir, labels, out, resume)
 

@@ -26,7 +26,7 @@ SPLITS = ("train", "calibration", "test")
 
 @dataclass
 class MammoArrays:
-    x: np.ndarray  # (n, 1, H, W) float32
+    x: np.ndarray  # (n, 2, H, W) float32: the image, then its contralateral image of the same view
     mask: np.ndarray  # (n, H, W) uint8 ground truth in network geometry
     y: np.ndarray  # (n,) int64 class index into MAMMO_CLASSES
     grade: np.ndarray  # (n,) int64 ordinal grade 0..3
@@ -36,9 +36,16 @@ class MammoArrays:
     lesion_type: np.ndarray  # (n,) str: phantom lesion type ("" for none or unknown), for per-type metrics
 
     @classmethod
-    def from_rows(cls, xs, masks, ys, grades, vendors, splits, has_mask, lesion_types) -> "MammoArrays":
-        """Stack per-image values (phantom renders or a site's labelled DICOM) into the arrays."""
-        return cls(x=np.stack(xs)[:, None].astype(np.float32), mask=np.stack(masks),
+    def from_rows(cls, xs, masks, ys, grades, vendors, splits, has_mask, lesion_types,
+                  contra=None) -> "MammoArrays":
+        """Stack per-image values (phantom renders or a site's labelled DICOM) into the arrays.
+
+        ``contra[i]`` is the row of image ``i``'s contralateral image (same view, other breast), or
+        ``i`` itself when the exam has none (see :func:`bilateral_input`).
+        """
+        imgs = np.stack(xs).astype(np.float32)
+        contra = np.arange(len(imgs)) if contra is None else np.asarray(contra, np.int64)
+        return cls(x=bilateral_input(imgs, imgs[contra]), mask=np.stack(masks),
                    y=np.asarray(ys, np.int64), grade=np.asarray(grades, np.int64),
                    vendor=np.asarray(vendors), split=np.asarray(splits),
                    has_mask=np.asarray(has_mask, bool), lesion_type=np.asarray(lesion_types))
@@ -61,6 +68,28 @@ class MammoArrays:
         return cls(**fields)
 
 
+def bilateral_input(images: np.ndarray, contralateral: np.ndarray) -> np.ndarray:
+    """The network input (n, 2, H, W): each prepared image with its contralateral image.
+
+    Both are in the canonical orientation (chest wall left; :func:`prepare_image` mirrors R
+    images), so the two breasts of a view lie roughly on top of each other and a density present
+    in one and absent in the other, a focal asymmetry, is a difference between the channels.
+    Where an exam lacks the other breast's view, the image is its own contralateral (training
+    shows the network such pairs too).
+    """
+    return np.stack([images, contralateral], axis=1).astype(np.float32)
+
+
+def contralateral_rows(keys: list[tuple[str, str, str]]) -> np.ndarray:
+    """For rows keyed (study, view, laterality): the row of the other breast's same view, else self."""
+    first: dict[tuple[str, str, str], int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    other = {"L": "R", "R": "L"}
+    return np.array([first.get((st, vw, other.get(lat, "")), i) for i, (st, vw, lat) in enumerate(keys)],
+                    np.int64)
+
+
 def concat(parts: list[MammoArrays]) -> MammoArrays:
     return MammoArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in MammoArrays.__dataclass_fields__))
 
@@ -75,9 +104,11 @@ def _render_exam(args: tuple[int, int, int, int]) -> tuple:
     label = MAMMO_CLASSES[(i // len(vendors)) % len(MAMMO_CLASSES)]
     split = SPLITS[0] if i % 5 < 3 else SPLITS[1 + (i % 5 - 3)]
     exam = synthesize_exam(seed * 1_000_003 + i, rows, columns, vendor=vendor, force_label=label)
-    return [(prepare_image(v.pixels, v.laterality), prepare_mask(v.mask, v.laterality).astype(np.uint8),
+    imgs = [prepare_image(v.pixels, v.laterality) for v in exam.views]
+    contra = contralateral_rows([("", v.view, v.laterality) for v in exam.views])
+    return [(bilateral_input(img[None], imgs[c][None])[0], prepare_mask(v.mask, v.laterality).astype(np.uint8),
              MAMMO_CLASSES.index(v.label), v.grade, vendor, split, v.lesion_type or "")
-            for v in exam.views]
+            for v, img, c in zip(exam.views, imgs, contra)]
 
 
 def synthetic_arrays(n_exams: int, seed: int = 0, rows: int = 512, columns: int = 416,
@@ -109,7 +140,10 @@ def synthetic_arrays(n_exams: int, seed: int = 0, rows: int = 512, columns: int 
             if on_exam is not None:
                 on_exam(job[0])
     xs, masks, ys, grades, vends, splits, kinds = zip(*rows_out)
-    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, [True] * len(ys), kinds)
+    return MammoArrays(x=np.stack(xs), mask=np.stack(masks), y=np.asarray(ys, np.int64),
+                       grade=np.asarray(grades, np.int64), vendor=np.asarray(vends),
+                       split=np.asarray(splits), has_mask=np.ones(len(ys), bool),
+                       lesion_type=np.asarray(kinds))
 
 
 def _load_mask(path: Path, rows: int, columns: int) -> np.ndarray:
@@ -158,6 +192,7 @@ def folder_arrays(dicom_dir: Path, labels_csv: Path, seed: int = 0,
                     continue
     rng = np.random.default_rng(seed)
     xs, masks, ys, grades, vends, splits, has = [], [], [], [], [], [], []
+    keys: list[tuple[str, str, str]] = []  # (study, view, laterality): pairs each image with its other side
     study_split: dict[str, str] = {}
     for k, row in enumerate(rows, start=2):
         label = (row.get("label") or "").strip()
@@ -175,6 +210,7 @@ def folder_arrays(dicom_dir: Path, labels_csv: Path, seed: int = 0,
 
         meta = pydicom.dcmread(path, stop_before_pixels=True)
         xs.append(prepare_image(img.pixels, img.laterality, img.invert))
+        keys.append((str(getattr(meta, "StudyInstanceUID", "") or path.parent), img.view, img.laterality))
         mask_name = (row.get("mask") or "").strip()
         if mask_name:
             mp = Path(mask_name) if Path(mask_name).is_absolute() else labels_csv.parent / mask_name
@@ -199,4 +235,5 @@ def folder_arrays(dicom_dir: Path, labels_csv: Path, seed: int = 0,
         splits.append(split)
         if on_row is not None:
             on_row(k - 1, len(rows))
-    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, has, [""] * len(ys))
+    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, has, [""] * len(ys),
+                                 contra=contralateral_rows(keys))

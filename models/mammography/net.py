@@ -1,5 +1,10 @@
 """The mammography network (PyTorch; training and export only).
 
+The input has two channels: the image and the contralateral image of the same view, both in the
+canonical orientation (:func:`models.mammography.data.bilateral_input`); a radiologist finds an
+asymmetry by comparing the two breasts, and so can the first convolution (``in_channels=1``
+builds the single-image network of 0.3.0 and earlier).
+
 One small residual CNN backbone feeds three heads:
 
 * classification: 4 logits (normal, benign, in situ, invasive) from average- and max-pooled deep
@@ -131,13 +136,15 @@ class MammoNet(nn.Module):
     """
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), mixstyle: bool = True,
-                 seg_stride: int = 4, dec_width: int = 32, dec_convs: int = 3) -> None:
+                 seg_stride: int = 4, dec_width: int = 32, dec_convs: int = 3,
+                 in_channels: int = 2) -> None:
         super().__init__()
+        self.in_channels = in_channels
         if seg_stride not in (2, 4):
             raise ValueError(f"seg_stride must be 2 or 4, got {seg_stride}")
         self.seg_stride = seg_stride
         w0, w1, w2, w3 = widths
-        self.patch = nn.Conv2d(1, w0, 4, 4, 0, bias=False)
+        self.patch = nn.Conv2d(in_channels, w0, 4, 4, 0, bias=False)
         self.patch_norm = AdaptiveNorm(w0)
         self.stem = ConvNorm(w0, w0, 1)  # 1/4
         self.s1 = ResBlock(w0, w1)  # 1/8
@@ -160,7 +167,7 @@ class MammoNet(nn.Module):
         if seg_stride == 2:
             # stride-2 refinement: a cheap full-detail image branch sharpens lesion borders that a
             # stride-4 map (a 7-13 pixel lesion radius is 2-3 cells) can only place coarsely
-            self.fine = ConvNorm(1, 8, 2)
+            self.fine = ConvNorm(in_channels, 8, 2)
             self.seg_mid = nn.Conv2d(d, 8, 1)
             self.fine_conv = ConvNorm(16, 8, 1)
             self.seg_out = nn.Conv2d(8, 1, 1)
@@ -242,11 +249,11 @@ def multitask_loss(net: MammoNet, logits, seg, grade_probs, y_cls, y_mask, y_gra
     """
     if seg_weight is None:
         seg_weight = torch.ones(seg.shape[0], device=seg.device)
+    w = seg_weight[:, None, None, None]
     if seg.shape[-2:] != y_mask.shape[-2:]:
         seg = upsample_seg(seg, tuple(y_mask.shape[-2:]))
     l_cls = F.cross_entropy(logits, y_cls)
     bce = F.binary_cross_entropy_with_logits(seg, y_mask, pos_weight=torch.tensor(pos_weight), reduction="none")
-    w = seg_weight[:, None, None, None]
     bce = (bce * w).sum() / (w.sum() * seg[0].numel()).clamp_min(1.0)
     prob = torch.sigmoid(seg) * w
     tgt = y_mask * w
@@ -266,5 +273,5 @@ def multitask_loss(net: MammoNet, logits, seg, grade_probs, y_cls, y_mask, y_gra
     return total, parts.detach()
 
 
-def dummy_input(n: int = 1) -> torch.Tensor:
-    return torch.zeros(n, 1, *INPUT_SHAPE)
+def dummy_input(n: int = 1, channels: int = 2) -> torch.Tensor:
+    return torch.zeros(n, channels, *INPUT_SHAPE)

@@ -3,7 +3,8 @@
 ``load(settings)`` finds ``mammography.onnx`` and ``card.json`` (``settings.models_dir`` /
 ``mammography`` or ``settings.models_dir`` itself, else the shipped ``weights`` folder), checks the
 weights' SHA-256 against the card, and returns a :class:`MammographyModel`. ``analyze`` decodes each
-MG instance of the study, runs the 4 views as one batch (so test-time adaptation, when
+MG instance of the study, pairs each image with its contralateral image of the same view (the
+network's second channel), runs the 4 views as one batch (so test-time adaptation, when
 ``settings.tta`` is on, adapts normalization statistics to this exam), applies the card's
 temperature and operating threshold, and turns the lesion probability map into masks at SOURCE
 resolution, polygons and boxes in source pixel coordinates.
@@ -30,6 +31,7 @@ from cds.registry import ModelUnavailable
 from cds.settings import Settings
 from models import calibration as cal
 from models.cards import ModelCard
+from models.mammography.data import bilateral_input, contralateral_rows
 from models.mammography.preprocess import (
     INPUT_SHAPE,
     MG_SOP_CLASSES,
@@ -89,6 +91,17 @@ def load(settings: Settings) -> "MammographyModel":
     return MammographyModel(onnx_path, card, card_path, settings)
 
 
+def exam_input(images: list[MgImage]) -> np.ndarray:
+    """The network input for one study: each image with its contralateral image of the same view.
+
+    Pairs are found by (view, laterality) in the study; an image whose other side is missing (a
+    unilateral or incomplete exam) is paired with itself, as a share of training pairs were.
+    """
+    prepared = np.stack([prepare_image(im.pixels, im.laterality, im.invert) for im in images])
+    contra = contralateral_rows([("", im.view, im.laterality) for im in images])
+    return bilateral_input(prepared, prepared[contra])
+
+
 class MammographyModel:
     """Classification, localization and grading of one MG study with onnxruntime."""
 
@@ -111,15 +124,21 @@ class MammographyModel:
         lp = card.outputs.get("lesion_prob", {})
         self.seg_threshold = float(lp.get("threshold", 0.5))
         self.min_pixels = int(lp.get("min_component_pixels", 12))
+        # a component is reported only if its peak probability reaches this (fitted on calibration
+        # data; cards before 0.4.0 have none, and every component above the threshold is reported)
+        self.min_score = float(lp.get("min_component_score", self.seg_threshold))
         self.tta_alpha = float(card.inputs.get("tta_alpha", {}).get("with_settings_tta", 0.5))
+        self.in_channels = int(self._session.get_inputs()[0].shape[1])
 
     # -- inference on arrays ---------------------------------------------------------------------
 
     def run_arrays(self, x: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw ONNX outputs for prepared inputs ``x`` (n, 1, H, W): logits, lesion prob, grades."""
+        """Raw ONNX outputs for prepared bilateral inputs ``x`` (n, 2, H, W): logits, lesion prob,
+        grades. A model that reads one channel gets the first."""
         use_tta = self.tta if tta is None else tta
         alpha = np.array([self.tta_alpha if use_tta else 0.0], np.float32)
-        logits, lesion, grades = self._session.run(None, {"image": x.astype(np.float32), "tta_alpha": alpha})
+        x = np.ascontiguousarray(x[:, : self.in_channels], np.float32)
+        logits, lesion, grades = self._session.run(None, {"image": x, "tta_alpha": alpha})
         return logits, lesion[:, 0], grades
 
     # -- study ---------------------------------------------------------------------------------
@@ -141,7 +160,13 @@ class MammographyModel:
     def analyze(self, study: StudyInput, work_dir: Path) -> StudyAnalysis:
         work_dir = Path(work_dir)
         images = self._images(study)
-        x = np.stack([prepare_image(im.pixels, im.laterality, im.invert) for im in images])[:, None]
+        x = exam_input(images)
+        if self.in_channels == 2:
+            contra = contralateral_rows([("", im.view, im.laterality) for im in images])
+            unpaired = int((contra == np.arange(len(images))).sum())
+            if unpaired:
+                log.info("study %s: %d of %d MG images have no contralateral view; read self-paired",
+                         study.study_instance_uid, unpaired, len(images))
         logits, lesion_prob, grade_probs = self.run_arrays(x)
         probs = cal.apply_temperature(logits, self.temperature)
         findings = []
@@ -185,18 +210,19 @@ class MammographyModel:
         )
 
     def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str, new_uid) -> list[Lesion]:
-        """Connected components of the thresholded map, at source resolution."""
+        """Connected components of the thresholded map, at source resolution, whose peak
+        probability reaches the card's ``min_component_score``."""
         from skimage.measure import find_contours, label, regionprops
 
         small = prob_map >= self.seg_threshold
-        if not small.any():
+        if not small.any() or float(prob_map.max()) < self.min_score:
             return []
         src = mask_to_source(prob_map, im.laterality, im.rows, im.columns)
         lab = label(src >= self.seg_threshold)
         min_src = self.min_pixels * (im.rows * im.columns) / float(INPUT_SHAPE[0] * INPUT_SHAPE[1])
         out: list[Lesion] = []
         for region in regionprops(lab, intensity_image=src):
-            if region.area < min_src:
+            if region.area < min_src or region.intensity_max < self.min_score:
                 continue
             n = len(out) + 1
             r0, c0, r1, c1 = region.bbox

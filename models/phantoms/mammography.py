@@ -37,8 +37,9 @@ contralateral breast is normal)::
 
 The grade encodes visible aggressiveness, so it is learnable from the image; normal and benign
 images have grade 0. Ground-truth masks: the mass outline (core, without spicules), the convex hull
-of the calcifications dilated by ~1 mm, the disc around the distortion's convergence point, and
-the half-maximum region of the asymmetry.
+of the calcifications dilated by ~1 mm, the convex hull of the distortion's lines (where they are
+drawn at half their peak strength or more; v1-v2: a disc of 0.6 x the line length), and the
+half-maximum region of the asymmetry.
 
 Generator version 2 (:data:`GENERATOR_VERSION`; mask definitions and labelling rule unchanged).
 The model reads every image at 256x208 (~1.1 mm pixels). Measured on version 1, three lesion
@@ -55,6 +56,23 @@ calcifications on dense tissue (specks summed to a fraction of a network pixel's
   0.16-0.22 (v1 0.12-0.18), central density 0.07 (v1 0.05);
 * calcifications: speck size factor from 1.5 (v1 1.0) and peak attenuation 1.2-1.6 (v1 0.9-1.3),
   so a speck survives area-downsampling to the network's pixel size.
+
+Generator version 3: what a reader compares and what a mask outlines now agree with the image.
+
+* Bilateral anatomy. A focal asymmetry is, by its BI-RADS definition, density seen in one breast
+  and not at the same place in the other; radiologists find it by comparing the two sides. Up to
+  v2 the left and right breasts were drawn independently, so an asymmetry was just one more
+  glandular blob: on v2, 27 % of the asymmetries whose contrast to their surroundings exceeded
+  one standard deviation of that surrounding tissue were still missed by the shipped model
+  (44 % of the fainter ones). From v3 the two images of a view share the breast shape (each
+  jittered by about 3 %, as positioning does) and their glandular fields correlate at
+  :data:`BILATERAL_RHO` = 0.8; the density category is the exam's, as before. The mammography
+  model reads each image with its contralateral image of the same view as a second channel.
+* Spiculated masses: spicules start at 0.9 x the core radius (v2: 0.6), i.e. at the margin, as
+  real spicules radiate from it. (This did not make them easier to outline: a single-image model
+  over-segments them more, 1.6x their area instead of 1.35x, as it includes the spicules' bases.)
+* Architectural distortion: the mask is the convex hull of the drawn lines (above), the region a
+  reader would outline; v2's disc of 0.6 x the line length had no visible edge.
 """
 
 from __future__ import annotations
@@ -94,7 +112,9 @@ LESIONS_FOR_LABEL: dict[str, tuple[str, ...]] = {
 }
 LABEL_FOR_LESION: dict[str, str] = {t: lab for lab, ts in LESIONS_FOR_LABEL.items() for t in ts}
 N_GRADES = 4
-GENERATOR_VERSION = 2  # bump when rendering changes, so cached training sets are re-rendered
+GENERATOR_VERSION = 3  # bump when rendering changes, so cached training sets are re-rendered
+# correlation of the left and right glandular fields of one view (version 3; see the docstring)
+BILATERAL_RHO = 0.8
 DENSITY_FRACTION: dict[str, float] = {"A": 0.08, "B": 0.30, "C": 0.55, "D": 0.80}
 VIEWS: tuple[tuple[str, str], ...] = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 
@@ -241,14 +261,23 @@ def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     return u / cols, v / rows
 
 
-def _breast_geometry(rng: np.random.Generator, view: str, rows: int, cols: int):
-    """Breast radius map ``r`` (1 at the skin line) and the pectoral-muscle mask."""
+def _breast_geometry(rng: np.random.Generator, view: str, rows: int, cols: int,
+                     jitter: np.random.Generator | None = None):
+    """Breast radius map ``r`` (1 at the skin line) and the pectoral-muscle mask.
+
+    ``rng`` is shared by the two breasts of a view (same size and shape); ``jitter`` (this image's
+    own generator) then moves size and height by a few per cent, as positioning does.
+    """
     u, v = _grid(rows, cols)
     a = rng.uniform(0.62, 0.84)
     if view == "CC":
         cy, b = rng.uniform(0.46, 0.54), rng.uniform(0.40, 0.46)
     else:
         cy, b = rng.uniform(0.40, 0.46), rng.uniform(0.50, 0.56)
+    if jitter is not None:
+        a *= jitter.uniform(0.97, 1.03)
+        cy += jitter.uniform(-0.02, 0.02)
+        b *= jitter.uniform(0.97, 1.03)
     theta = np.arctan2(v - cy, u)
     wobble = 1.0 + sum(
         rng.uniform(0.0, 0.025) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)
@@ -329,19 +358,24 @@ def _add_lesion(rng: np.random.Generator, spec: LesionSpec, att: np.ndarray, r: 
         att += contrast * edge * (0.75 + 0.25 * _dome(np.minimum(rho, 1.0))) * inside
         n_spic = int(8 + 14 * ag + rng.integers(0, 4))
         length = core * (1.6 + 1.6 * ag)
-        _draw_rays(att, cx, cy, n_spic, core * 0.6, length, 2.2 * max(scale, 0.35),
+        # spicules radiate from the margin (v2 started them at 0.6 x the core radius, so their
+        # bases drew a bright halo outside the core that the mask, the core, did not include)
+        _draw_rays(att, cx, cy, n_spic, core * 0.9, length, 2.2 * max(scale, 0.35),
                    contrast * 0.7, rng, inside)
         return (rho < 1.0).astype(np.uint8)
 
     if spec.kind == "architectural_distortion":
         n_lines = int(10 + 12 * ag + rng.integers(0, 4))
         length = rad * (1.3 + 1.0 * ag)
-        _draw_rays(att, cx, cy, n_lines, 0.0, length, 2.4 * max(scale, 0.35),
-                   rng.uniform(0.16, 0.22), rng, inside)
+        lines = _draw_rays(att, cx, cy, n_lines, 0.0, length, 2.4 * max(scale, 0.35),
+                           rng.uniform(0.16, 0.22), rng, inside)
         # central retraction: a faint star-shaped density at the convergence point
         d = np.sqrt(dx * dx + dy * dy)
         att += 0.07 * np.exp(-((d / (0.35 * length)) ** 2)) * inside
-        return (d < 0.6 * length).astype(np.uint8)
+        # the distorted region is what the lines span: the convex hull of where they are drawn at
+        # half their peak strength or more (v2 used a disc of 0.6 x the line length, an edge
+        # nothing in the image marks)
+        return _hull_of(lines >= 0.5)
 
     if spec.kind == "asymmetry":
         rot = rng.uniform(0, np.pi)
@@ -403,15 +437,34 @@ def _add_lesion(rng: np.random.Generator, spec: LesionSpec, att: np.ndarray, r: 
     raise ValueError(f"unknown lesion type {spec.kind!r}; expected one of {LESION_TYPES}")
 
 
+def _hull_of(region: np.ndarray) -> np.ndarray:
+    """Filled convex hull of a boolean image (uint8); empty in, empty out."""
+    from skimage.morphology import convex_hull_image
+
+    if not region.any():
+        return np.zeros(region.shape, np.uint8)
+    ys, xs = np.nonzero(region)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    out = np.zeros(region.shape, np.uint8)
+    out[y0:y1, x0:x1] = convex_hull_image(region[y0:y1, x0:x1])
+    return out
+
+
 def _draw_rays(att: np.ndarray, cx: float, cy: float, n: int, start: float, length: float,
-               width: float, contrast: float, rng: np.random.Generator, inside: np.ndarray) -> None:
-    """Thin tapering lines radiating from (cx, cy): spicules or distortion lines."""
+               width: float, contrast: float, rng: np.random.Generator,
+               inside: np.ndarray) -> np.ndarray:
+    """Thin tapering lines radiating from (cx, cy): spicules or distortion lines.
+
+    Adds them to ``att`` and returns their relative strength (0..1) as a full-size map, from
+    which a mask of the region they span can be taken.
+    """
     rows, cols = att.shape
+    strength = np.zeros((rows, cols), np.float32)
     reach = int(start + length + 3 * width) + 1
     x0, x1 = max(0, int(cx) - reach), min(cols, int(cx) + reach + 1)
     y0, y1 = max(0, int(cy) - reach), min(rows, int(cy) + reach + 1)
     if x0 >= x1 or y0 >= y1:
-        return
+        return strength
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     dx, dy = xx - cx, yy - cy
     acc = np.zeros_like(dx)
@@ -424,7 +477,10 @@ def _draw_rays(att: np.ndarray, cx: float, cy: float, n: int, start: float, leng
         w = width * (1.0 - 0.7 * t)
         line = np.exp(-(across**2) / (2 * w * w)) * ((along > start) & (along < start + ln))
         acc = np.maximum(acc, line * (1.0 - 0.6 * t))
-    att[y0:y1, x0:x1] += contrast * acc * inside[y0:y1, x0:x1]
+    acc *= inside[y0:y1, x0:x1]
+    att[y0:y1, x0:x1] += contrast * acc
+    strength[y0:y1, x0:x1] = acc
+    return strength
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,16 +489,28 @@ def _draw_rays(att: np.ndarray, cx: float, cy: float, n: int, start: float, leng
 
 
 def render_view(rng: np.random.Generator, rows: int, cols: int, laterality: str, view: str,
-                density: str, vendor: Vendor, lesion: LesionSpec | None) -> RenderedView:
-    """Render one view: anatomy, texture, optional lesion, then the vendor's acquisition chain."""
+                density: str, vendor: Vendor, lesion: LesionSpec | None,
+                anatomy_seed: int | None = None) -> RenderedView:
+    """Render one view: anatomy, texture, optional lesion, then the vendor's acquisition chain.
+
+    ``anatomy_seed`` is shared by the left and right images of one view: they get the same breast
+    shape (jittered by positioning) and glandular fields that correlate at :data:`BILATERAL_RHO`,
+    so the two breasts look alike, as a woman's do, and an asymmetry is a difference between
+    them. ``None`` draws everything from ``rng`` (an unpaired image).
+    """
     scale = rows / 1024.0
-    r, pectoral, a = _breast_geometry(rng, view, rows, cols)
+    shared = rng if anatomy_seed is None else np.random.default_rng(anatomy_seed)
+    r, pectoral, a = _breast_geometry(shared, view, rows, cols,
+                                      jitter=None if anatomy_seed is None else rng)
     breast = r < 1.0
     thickness = _dome(np.minimum(r, 1.0), 0.35)
     att = (0.30 + 0.22 * thickness) * breast
 
-    beta = rng.uniform(2.8, 3.2)
-    field = power_law_field(rng, (rows, cols), beta)
+    beta = shared.uniform(2.8, 3.2)
+    field = power_law_field(shared, (rows, cols), beta)
+    if anatomy_seed is not None:
+        own = power_law_field(rng, (rows, cols), beta)
+        field = BILATERAL_RHO * field + np.sqrt(1.0 - BILATERAL_RHO ** 2) * own
     envelope = np.exp(-((r / 0.85) ** 4))
     q = np.quantile(field[breast], 1.0 - DENSITY_FRACTION[density])
     gland = expit((field - q) / 0.35) * envelope
@@ -527,8 +595,10 @@ def synthesize_exam(seed: int, rows: int = 1024, columns: int = 832, vendor: str
             size=float(rng.uniform(*size_range)),
             seed=int(rng.integers(0, 2**31 - 1)),
         )
+    anatomy = {v: int(rng.integers(0, 2**31 - 1)) for v in ("CC", "MLO")}
     views = [
-        render_view(rng, rows, columns, lat, view, density, vend, lesion if lat == side else None)
+        render_view(rng, rows, columns, lat, view, density, vend, lesion if lat == side else None,
+                    anatomy_seed=anatomy[view])
         for lat, view in VIEWS
     ]
     return RenderedExam(vendor=vend, density=density, exam_label=label, lesion_laterality=side,

@@ -54,3 +54,15 @@ def test_card_reports_the_issue_metrics(card: ModelCard) -> None:
     assert set(lovo["per_vendor"]) == set(card.extra["training"]["vendors"])
     for row in lovo["per_vendor"].values():
         assert 0.0 <= row["mixstyle"] <= 1.0 and 0.0 <= row["no_mixstyle"] <= 1.0
+
+
+def test_card_records_the_bilateral_input_and_lesion_gate(card: ModelCard) -> None:
+    image = card.inputs["image"]
+    assert image["shape"][1] == len(image["channels"]) == 2 and "contralateral" in image["channels"][1]
+    lp = card.outputs["lesion_prob"]
+    assert lp["threshold"] <= lp["min_component_score"] < 1.0
+    m = card.metrics
+    assert m["lesion_score_threshold"] == lp["min_component_score"]
+    ungated, reported = m["lesion_marks_ungated"], m["lesion_marks_reported"]
+    assert reported["normal_image_false_mark_rate"] <= ungated["normal_image_false_mark_rate"]
+    assert reported["lesion_detection_rate"] <= ungated["lesion_detection_rate"]

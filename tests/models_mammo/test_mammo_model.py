@@ -29,7 +29,7 @@ def test_cumulative_link_probabilities_are_monotone() -> None:
 def test_mixstyle_only_in_training() -> None:
     torch.manual_seed(0)
     net = MammoNet(mixstyle=True)
-    x = torch.randn(4, 1, 256, 208)
+    x = torch.randn(4, 2, 256, 208)
     net.eval()
     with torch.no_grad():
         a = net(x, torch.zeros(1))[0]
@@ -72,3 +72,22 @@ def test_onnx_parity(tiny) -> None:
     path = export_onnx(net, out / "m.onnx")
     diffs = onnx_parity(net, path, data.x[:4])
     assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_single_image_network_reads_the_first_channel(tiny) -> None:
+    data, _, _ = tiny
+    net = fit(data.subset(np.arange(8)), TrainConfig(epochs=1, batch_size=8, bilateral=False), progress=False)
+    assert net.in_channels == 1
+    logits, seg, _ = predict(net, data.x[:4])
+    assert logits.shape == (4, 4) and seg.shape == (4, 256, 208)
+
+
+def test_self_pairing_replaces_only_the_contralateral_channel() -> None:
+    from models.mammography.train import _self_pair
+
+    x = torch.stack([torch.zeros(6, 4, 4), torch.ones(6, 4, 4)], dim=1)
+    out = _self_pair(x, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 1], x[:, 0]) and torch.equal(out[:, 0], x[:, 0])
+    assert torch.equal(x[:, 1], torch.ones(6, 4, 4)), "the input batch must not be modified"
+    assert torch.equal(_self_pair(x, 0.0, torch.Generator()), x)
+

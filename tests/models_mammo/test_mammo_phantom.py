@@ -89,3 +89,50 @@ def test_fast_image_is_valid(tmp_path: Path) -> None:
     assert _dciodvfy_errors(path) == []
     ds = pydicom.dcmread(path)
     assert ds.pixel_array.shape == (1024, 832) and ds.BitsAllocated == 16
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def test_left_and_right_breasts_look_alike() -> None:
+    """v3: the two images of a view share anatomy, so they correlate far more than two exams do."""
+    a = synthesize_exam(seed=21, rows=256, columns=208, force_label="normal")
+    b = synthesize_exam(seed=22, rows=256, columns=208, force_label="normal")
+    canon = {(e, v.laterality, v.view): (v.pixels[:, ::-1] if v.laterality == "R" else v.pixels)
+             for e, ex in (("a", a), ("b", b)) for v in ex.views}
+    def inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # both breasts, not the background
+        return (x > np.percentile(x, 40)) & (y > np.percentile(y, 40))
+
+    x = canon[("a", "L", "CC")]
+    same_y, other_y = canon[("a", "R", "CC")], canon[("b", "R", "CC")]
+    same = _corr(x[inside(x, same_y)], same_y[inside(x, same_y)])
+    other = _corr(x[inside(x, other_y)], other_y[inside(x, other_y)])
+    assert same > 0.7, same
+    assert same > other + 0.05, (same, other)
+    assert not np.array_equal(canon[("a", "L", "CC")], canon[("a", "R", "CC")])
+
+
+def test_distortion_mask_spans_its_lines() -> None:
+    """v3: the distortion's mask is the convex hull of its drawn lines, not a disc of its own."""
+    from models.phantoms.mammography import LesionSpec, _add_lesion
+
+    rows, cols = 512, 416
+    r = np.full((rows, cols), 0.5, np.float32)
+    pectoral = np.zeros((rows, cols), bool)
+    spec = LesionSpec(kind="architectural_distortion", aggressiveness=0.7, depth=0.5, size=0.05, seed=3)
+    att = np.zeros((rows, cols), np.float32)
+    mask = _add_lesion(np.random.default_rng(3), spec, att, r, pectoral, 0.8, 0.5).astype(bool)
+    strong = att > 0.5 * att.max()  # the strong part of the drawn lines (and the central density)
+    drawn = att > 0.2 * att.max()
+    assert mask.any() and strong.any()
+    assert not (strong & ~mask).any(), "the lines lie inside the mask"
+    ys, xs = np.nonzero(drawn)
+    my, mx = np.nonzero(mask)
+    assert xs.min() <= mx.min() and mx.max() <= xs.max(), "the mask ends where the lines end"
+    assert ys.min() <= my.min() and my.max() <= ys.max()
+    # and it is the lines' polygon, not v2's disc: an equal-area disc on its centroid differs
+    cy, cx = np.nonzero(mask)[0].mean(), np.nonzero(mask)[1].mean()
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < mask.sum() / np.pi
+    assert (mask & disc).sum() / (mask | disc).sum() < 0.95

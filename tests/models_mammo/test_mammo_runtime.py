@@ -84,3 +84,37 @@ def test_runtime_does_not_import_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
+def test_exam_input_pairs_contralateral_views(tmp_path: Path) -> None:
+    from models.mammography.preprocess import read_mg
+    from models.mammography.runtime import exam_input
+
+    truth = generate_exam(tmp_path, seed=4, patient=PATIENT, rows=256, columns=208, force_label="normal")
+    images = [read_mg(i.path) for i in truth.images]
+    x = exam_input(images)
+    assert x.shape == (4, 2, 256, 208)
+    for k, im in enumerate(images):
+        other = next(j for j, o in enumerate(images) if o.view == im.view and o.laterality != im.laterality)
+        assert np.array_equal(x[k, 1], x[other, 0])
+    # a unilateral study: each image is its own contralateral
+    x1 = exam_input([im for im in images if im.laterality == "L"])
+    assert np.array_equal(x1[:, 0], x1[:, 1])
+
+
+def test_lesions_are_gated_by_their_peak_score(tmp_path: Path) -> None:
+    """A component whose peak probability is below the card's min_component_score is not reported."""
+    from models.mammography.runtime import load
+
+    model = load(Settings())
+    truth = generate_exam(tmp_path / "exam", seed=21, patient=PATIENT, rows=512, columns=416,
+                          force_lesion="circumscribed_mass")
+    study = _study(truth)
+    model.min_score = model.seg_threshold
+    every = sum(len(f.lesions) for f in model.analyze(study, tmp_path / "a").mammography.images)
+    assert every >= 1
+    scores = [les.score for f in model.analyze(study, tmp_path / "b").mammography.images for les in f.lesions]
+    model.min_score = max(scores) + 1e-3
+    assert sum(len(f.lesions) for f in model.analyze(study, tmp_path / "c").mammography.images) == 0
+    model.min_score = min(scores)
+    assert sum(len(f.lesions) for f in model.analyze(study, tmp_path / "d").mammography.images) == every
