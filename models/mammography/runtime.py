@@ -124,9 +124,9 @@ class MammographyModel:
         lp = card.outputs.get("lesion_prob", {})
         self.seg_threshold = float(lp.get("threshold", 0.5))
         self.min_pixels = int(lp.get("min_component_pixels", 12))
-        # a component is reported only if its peak probability reaches this (fitted on calibration
-        # data; cards before 0.4.0 have none, and every component above the threshold is reported)
-        self.min_score = float(lp.get("min_component_score", self.seg_threshold))
+        # lesions are outlined only on images whose calibrated P(normal) is at most this (fitted on
+        # calibration data; cards before 0.4.0 have none, and every image's components are reported)
+        self.max_p_normal = float(lp.get("report_when_p_normal_at_most", 1.0))
         self.tta_alpha = float(card.inputs.get("tta_alpha", {}).get("with_settings_tta", 0.5))
         self.in_channels = int(self._session.get_inputs()[0].shape[1])
 
@@ -192,7 +192,9 @@ class MammographyModel:
         mal = float(np.clip(probs[MAMMO_CLASSES.index("in_situ")] + probs[MAMMO_CLASSES.index("invasive")], 0, 1))
         heat = prob_map[:, ::-1] if im.laterality == "R" else prob_map
         heatmap = ArrayFile.save(work_dir, f"{base}/heatmap.npy", np.ascontiguousarray(heat, np.float32))
-        lesions = self._lesions(im, prob_map, work_dir, base, new_uid)
+        # no outline on an image the model itself calls normal (the card's calibrated gate)
+        normal_p = float(probs[MAMMO_CLASSES.index("normal")])
+        lesions = [] if normal_p > self.max_p_normal else self._lesions(im, prob_map, work_dir, base, new_uid)
         return MammoImageFinding(
             sop_instance_uid=im.sop_instance_uid,
             sop_class_uid=im.sop_class_uid,
@@ -210,19 +212,18 @@ class MammographyModel:
         )
 
     def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str, new_uid) -> list[Lesion]:
-        """Connected components of the thresholded map, at source resolution, whose peak
-        probability reaches the card's ``min_component_score``."""
+        """Connected components of the thresholded map, at source resolution."""
         from skimage.measure import find_contours, label, regionprops
 
         small = prob_map >= self.seg_threshold
-        if not small.any() or float(prob_map.max()) < self.min_score:
+        if not small.any():
             return []
         src = mask_to_source(prob_map, im.laterality, im.rows, im.columns)
         lab = label(src >= self.seg_threshold)
         min_src = self.min_pixels * (im.rows * im.columns) / float(INPUT_SHAPE[0] * INPUT_SHAPE[1])
         out: list[Lesion] = []
         for region in regionprops(lab, intensity_image=src):
-            if region.area < min_src or region.intensity_max < self.min_score:
+            if region.area < min_src:
                 continue
             n = len(out) + 1
             r0, c0, r1, c1 = region.bbox

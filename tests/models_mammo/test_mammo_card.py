@@ -60,9 +60,9 @@ def test_card_records_the_bilateral_input_and_lesion_gate(card: ModelCard) -> No
     image = card.inputs["image"]
     assert image["shape"][1] == len(image["channels"]) == 2 and "contralateral" in image["channels"][1]
     lp = card.outputs["lesion_prob"]
-    assert lp["threshold"] <= lp["min_component_score"] < 1.0
+    assert 0.0 < lp["report_when_p_normal_at_most"] <= 1.0
     m = card.metrics
-    assert m["lesion_score_threshold"] == lp["min_component_score"]
+    assert m["lesion_report_max_p_normal"] == lp["report_when_p_normal_at_most"]
     ungated, reported = m["lesion_marks_ungated"], m["lesion_marks_reported"]
     assert reported["normal_image_false_mark_rate"] <= ungated["normal_image_false_mark_rate"]
     assert reported["lesion_detection_rate"] <= ungated["lesion_detection_rate"]

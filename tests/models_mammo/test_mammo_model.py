@@ -65,6 +65,9 @@ def test_tiny_training_run_and_resume(tiny) -> None:
                 checkpoint=out / "ckpt.pt", resume=True)
     for (k, v), (_, w) in zip(net.state_dict().items(), again.state_dict().items()):
         assert torch.equal(v, w), k
+    # the card reports training time over all runs, not the resumed run's few seconds
+    assert net.start_epoch == 0 and again.start_epoch == 2
+    assert state["train_seconds"] > 0 and again.train_seconds == pytest.approx(state["train_seconds"])
 
 
 def test_onnx_parity(tiny) -> None:

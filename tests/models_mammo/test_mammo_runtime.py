@@ -102,19 +102,21 @@ def test_exam_input_pairs_contralateral_views(tmp_path: Path) -> None:
     assert np.array_equal(x1[:, 0], x1[:, 1])
 
 
-def test_lesions_are_gated_by_their_peak_score(tmp_path: Path) -> None:
-    """A component whose peak probability is below the card's min_component_score is not reported."""
+def test_lesions_are_not_outlined_on_images_called_normal(tmp_path: Path) -> None:
+    """Components are reported only on images whose calibrated P(normal) is at most the card's gate."""
     from models.mammography.runtime import load
 
     model = load(Settings())
+    assert 0.0 < model.max_p_normal <= 1.0
     truth = generate_exam(tmp_path / "exam", seed=21, patient=PATIENT, rows=512, columns=416,
                           force_lesion="circumscribed_mass")
     study = _study(truth)
-    model.min_score = model.seg_threshold
-    every = sum(len(f.lesions) for f in model.analyze(study, tmp_path / "a").mammography.images)
-    assert every >= 1
-    scores = [les.score for f in model.analyze(study, tmp_path / "b").mammography.images for les in f.lesions]
-    model.min_score = max(scores) + 1e-3
-    assert sum(len(f.lesions) for f in model.analyze(study, tmp_path / "c").mammography.images) == 0
-    model.min_score = min(scores)
-    assert sum(len(f.lesions) for f in model.analyze(study, tmp_path / "d").mammography.images) == every
+    model.max_p_normal = 1.0
+    images = model.analyze(study, tmp_path / "a").mammography.images
+    assert sum(len(f.lesions) for f in images) >= 1
+    cut = min(f.class_probabilities["normal"] for f in images if f.lesions)
+    model.max_p_normal = cut - 1e-6
+    gated = model.analyze(study, tmp_path / "b").mammography.images
+    for f, g in zip(images, gated):
+        assert len(g.lesions) == (len(f.lesions) if f.class_probabilities["normal"] <= cut - 1e-6 else 0)
+    assert sum(len(g.lesions) for g in gated) < sum(len(f.lesions) for f in images)
