@@ -104,11 +104,10 @@ def _render_exam(args: tuple[int, int, int, int]) -> tuple:
     label = MAMMO_CLASSES[(i // len(vendors)) % len(MAMMO_CLASSES)]
     split = SPLITS[0] if i % 5 < 3 else SPLITS[1 + (i % 5 - 3)]
     exam = synthesize_exam(seed * 1_000_003 + i, rows, columns, vendor=vendor, force_label=label)
-    imgs = [prepare_image(v.pixels, v.laterality) for v in exam.views]
     contra = contralateral_rows([("", v.view, v.laterality) for v in exam.views])
-    return [(bilateral_input(img[None], imgs[c][None])[0], prepare_mask(v.mask, v.laterality).astype(np.uint8),
-             MAMMO_CLASSES.index(v.label), v.grade, vendor, split, v.lesion_type or "")
-            for v, img, c in zip(exam.views, imgs, contra)]
+    return [(prepare_image(v.pixels, v.laterality), prepare_mask(v.mask, v.laterality).astype(np.uint8),
+             MAMMO_CLASSES.index(v.label), v.grade, vendor, split, v.lesion_type or "", int(c))
+            for v, c in zip(exam.views, contra)]
 
 
 def synthetic_arrays(n_exams: int, seed: int = 0, rows: int = 512, columns: int = 416,
@@ -139,11 +138,11 @@ def synthetic_arrays(n_exams: int, seed: int = 0, rows: int = 512, columns: int 
             rows_out.extend(_render_exam(job))
             if on_exam is not None:
                 on_exam(job[0])
-    xs, masks, ys, grades, vends, splits, kinds = zip(*rows_out)
-    return MammoArrays(x=np.stack(xs), mask=np.stack(masks), y=np.asarray(ys, np.int64),
-                       grade=np.asarray(grades, np.int64), vendor=np.asarray(vends),
-                       split=np.asarray(splits), has_mask=np.ones(len(ys), bool),
-                       lesion_type=np.asarray(kinds))
+    xs, masks, ys, grades, vends, splits, kinds, within = zip(*rows_out)
+    # images 4k..4k+3 are one exam; its views' contralateral rows are offsets within it
+    contra = [4 * (row // 4) + c for row, c in enumerate(within)]
+    return MammoArrays.from_rows(xs, masks, ys, grades, vends, splits, [True] * len(ys), kinds,
+                                 contra=contra)
 
 
 def _load_mask(path: Path, rows: int, columns: int) -> np.ndarray:

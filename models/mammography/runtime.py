@@ -91,14 +91,19 @@ def load(settings: Settings) -> "MammographyModel":
     return MammographyModel(onnx_path, card, card_path, settings)
 
 
-def exam_input(images: list[MgImage]) -> np.ndarray:
+def exam_input(images: list[MgImage], study_uid: str | None = None) -> np.ndarray:
     """The network input for one study: each image with its contralateral image of the same view.
 
     Pairs are found by (view, laterality) in the study; an image whose other side is missing (a
-    unilateral or incomplete exam) is paired with itself, as a share of training pairs were.
+    unilateral or incomplete exam) is paired with itself, as a share of training pairs were, and
+    that is logged for ``study_uid``.
     """
     prepared = np.stack([prepare_image(im.pixels, im.laterality, im.invert) for im in images])
     contra = contralateral_rows([("", im.view, im.laterality) for im in images])
+    unpaired = int((contra == np.arange(len(images))).sum())
+    if unpaired and study_uid is not None:
+        log.info("study %s: %d of %d MG images have no contralateral view; read self-paired",
+                 study_uid, unpaired, len(images))
     return bilateral_input(prepared, prepared[contra])
 
 
@@ -160,13 +165,7 @@ class MammographyModel:
     def analyze(self, study: StudyInput, work_dir: Path) -> StudyAnalysis:
         work_dir = Path(work_dir)
         images = self._images(study)
-        x = exam_input(images)
-        if self.in_channels == 2:
-            contra = contralateral_rows([("", im.view, im.laterality) for im in images])
-            unpaired = int((contra == np.arange(len(images))).sum())
-            if unpaired:
-                log.info("study %s: %d of %d MG images have no contralateral view; read self-paired",
-                         study.study_instance_uid, unpaired, len(images))
+        x = exam_input(images, study.study_instance_uid if self.in_channels == 2 else None)
         logits, lesion_prob, grade_probs = self.run_arrays(x)
         probs = cal.apply_temperature(logits, self.temperature)
         findings = []
