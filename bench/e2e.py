@@ -106,9 +106,9 @@ def make_studies(kind: str, n: int, folder: Path, slide_size: int) -> list[Study
     One patient per run: every study of a patient re-evaluates the patient's case (recurrence
     model, PDF), so runs on one patient would measure a growing case, not one study.
     """
-    from cds.domain import PatientRef
-    from models.phantoms.mammography import generate_exam
-    from models.phantoms.slides import generate_slide
+    from cds.contracts.domain import PatientRef
+    from synthetic.phantoms.mammography import generate_exam
+    from synthetic.phantoms.slides import generate_slide
 
     out = []
     for i in range(n):

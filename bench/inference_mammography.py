@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cds.domain import InstanceRecord, PatientRef, StudyInput  # noqa: E402
-from cds.settings import Settings  # noqa: E402
+from cds.contracts.domain import InstanceRecord, PatientRef, StudyInput  # noqa: E402
+from cds.contracts.settings import Settings  # noqa: E402
 from models.mammography.preprocess import read_mg  # noqa: E402
 from models.mammography.runtime import exam_input, load  # noqa: E402
-from models.phantoms.mammography import generate_exam  # noqa: E402
+from synthetic.phantoms.mammography import generate_exam  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:

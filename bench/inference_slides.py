@@ -51,8 +51,8 @@ def _plan(n: int, seed: int) -> list[tuple[int, bool, bool]]:
 
 
 def _generate(out: Path, n: int, size: int, seed: int) -> None:
-    from cds.domain import PatientRef
-    from models.phantoms.slides import generate_slide
+    from cds.contracts.domain import PatientRef
+    from synthetic.phantoms.slides import generate_slide
 
     truths = []
     for s, pos, occ in _plan(n, seed):
@@ -83,7 +83,7 @@ def _timed(fn, repeats: int) -> tuple[float, object]:
 def _bench_size(size: int, n: int, args, model, tnets) -> dict:
     from models.slides.analysis import analyze_slide
     from models.slides.calibrate import apply_map
-    from models.phantoms.slides import SlideTruth
+    from synthetic.phantoms.slides import SlideTruth
     from models.slides.reader import open_slide
 
     work = (args.dir / str(size)) if args.dir else Path(tempfile.mkdtemp(prefix=f"bench-slides-{size}-"))
@@ -179,7 +179,7 @@ def main() -> None:
     counts = args.slides if len(args.slides) == len(args.sizes) else [args.slides[0]] * len(args.sizes)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    from cds.settings import Settings
+    from cds.contracts.settings import Settings
     from models.slides import runtime
     from models.slides.onnx_nets import OnnxTileNets
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from conformance.peers.manage import OrthancServer, free_port, stop_process, wait_port_open
-from models.phantoms.mammography import generate_fast_image
+from synthetic.phantoms.mammography import generate_fast_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def run_listener(files: list[Path], work: Path, repeats: int) -> list[float]:
         env = {**os.environ, "CDS_DATA_DIR": str(data), "CDS_PORT": str(port), "CDS_HOST": "127.0.0.1",
                "CDS_STABLE_AGE_S": "3600", "CDS_LOG_LEVEL": "WARNING",
                "CDS_DISABLED_MODELS": "mammography,slides,ultrasound,recurrence"}
-        proc = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve"], env=env, cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port_open(port, timeout_s=60)

@@ -21,12 +21,12 @@ RESULT_SYSTEM = "urn:breast-cds:result"
 
 # Parts of the plugin the end-to-end path goes through: module -> what is missing without it.
 REQUIRED_PARTS = {
-    "cds.cli": "`cds serve` (the CLI)",
-    "cds.service": "the service assembly (listener, scheduler, workers, dispatcher)",
+    "app.cli": "`cds serve` (the CLI)",
+    "app.service": "the service assembly (listener, scheduler, workers, dispatcher)",
     "listeners.dicom_scp": "the DICOM listener",
     "cds.fhir.context": "FHIR clinical context (Patient/Observation/DiagnosticReport pull)",
     "cds.writers.outputs": "the output writers (SEG, SR, FHIR resources)",
-    "cds.dispatch": "the outbox dispatcher (C-STORE/STOW-RS to the PACS, POST to FHIR)",
+    "cds.dispatch.dispatcher": "the outbox dispatcher (C-STORE/STOW-RS to the PACS, POST to FHIR)",
 }
 
 
@@ -107,8 +107,8 @@ def seed_fhir(fhir_base_url: str, patient: Any) -> str:
     Ids get a random suffix (PUT in one transaction) so that runs against a shared server do not
     overwrite each other's resources.
     """
-    from cds.settings import Settings
-    from models.phantoms.clinical import clinical_resources
+    from cds.contracts.settings import Settings
+    from synthetic.phantoms.clinical import clinical_resources
 
     resources = clinical_resources(Settings(), patient=patient)
     suffix = uuid.uuid4().hex[:8]

@@ -123,7 +123,7 @@ def plugin(
     conf_config, fhir_peer: FhirPeer, orthanc_peer: OrthancPeer, cds_standin: StoreScp, tmp_path_factory
 ) -> Iterator[Plugin]:
     require_parts()
-    from cds.domain import PatientRef
+    from cds.contracts.domain import PatientRef
 
     work = tmp_path_factory.mktemp("e2e")
     patient = PatientRef(
@@ -151,7 +151,7 @@ def plugin(
 
 
 def _patient_ref(plugin: Plugin):
-    from cds.domain import PatientRef
+    from cds.contracts.domain import PatientRef
 
     return PatientRef(
         patient_id=plugin.patient_id, issuer="BREASTCDS", name="Phantom^Endtoend", birth_date="19640312", sex="F"
@@ -366,7 +366,7 @@ def fresh(plugin: Plugin) -> Plugin:
 
 def test_mammography_study_end_to_end(fresh: Plugin, tmp_path: Path):
     plugin = fresh
-    from models.phantoms.mammography import generate_exam
+    from synthetic.phantoms.mammography import generate_exam
 
     exam = generate_exam(tmp_path / "mg", seed=11, patient=_patient_ref(plugin), force_label="invasive")
     files = [Path(i.path) for i in exam.images]
@@ -382,7 +382,7 @@ def test_mammography_study_end_to_end(fresh: Plugin, tmp_path: Path):
 
 def test_slide_study_end_to_end(fresh: Plugin, tmp_path: Path):
     plugin = fresh
-    from models.phantoms.slides import generate_slide
+    from synthetic.phantoms.slides import generate_slide
 
     slide = generate_slide(tmp_path / "sm", seed=12, patient=_patient_ref(plugin), metastasis=True, size=2048)
     files = [Path(p) for p in slide.level_paths]
@@ -421,7 +421,7 @@ def _dead_outputs(serve: CdsServe) -> list[Any]:
 
 
 def _send_mg_direct(serve: CdsServe, tmp: Path, patient, seed: int) -> set[str]:
-    from models.phantoms.mammography import generate_exam
+    from synthetic.phantoms.mammography import generate_exam
 
     exam = generate_exam(tmp, seed=seed, patient=patient, force_label="invasive")
     storescu([Path(i.path) for i in exam.images], serve.port, serve.ae_title, calling_aet=SOURCE_AET)
@@ -472,7 +472,7 @@ def _retrying_forever(serve: CdsServe) -> str | None:
 
 def test_orthanc_refusing_results_ends_in_dead_letter(conf_config, tmp_path: Path):
     require_parts()
-    from cds.domain import PatientRef
+    from cds.contracts.domain import PatientRef
 
     strict = OrthancServer(tmp_path / "orthanc-strict", aet="STRICTPACS", stable_age=60, extra_config=STRICT_ORTHANC)
     try:
@@ -516,7 +516,7 @@ def test_fhir_4xx_ends_in_dead_letter(conf_config, fhir_peer: FhirPeer, orthanc_
             "forcing 4xx on writes needs the local FHIR peer's test hook (/$test/fail-next); "
             "an external server cannot be made to refuse valid resources"
         )
-    from cds.domain import PatientRef
+    from cds.contracts.domain import PatientRef
 
     patient = PatientRef(patient_id=f"E2E-{uuid.uuid4().hex[:8].upper()}", issuer="BREASTCDS",
                          name="Phantom^Fourxx", birth_date="19640312", sex="F")

@@ -21,15 +21,15 @@ from typing import Any
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification
 
-from cds.durable import OUT_OF_SPACE
-from cds.settings import Settings
+from cds.store.durable import OUT_OF_SPACE
+from cds.contracts.settings import Settings
 from cds.store import Store
-from listeners.instance_check import (
+from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
 )
-from listeners.intake import refuse, spool_instance
+from cds.intake.spool import refuse, spool_instance
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from PIL import Image
 from skimage.draw import polygon_perimeter
 from skimage.transform import resize
 
-from cds.domain import Calibrated, ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
+from cds.contracts.domain import Calibrated, ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import re
 from datetime import date, datetime, timezone
 from typing import Any, Protocol
 
-from cds.domain import ClinicalContext, PatientRef, SourceRef
-from cds.settings import Settings
+from cds.contracts.domain import ClinicalContext, PatientRef, SourceRef
+from cds.contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from cds.domain import ModelIdentity
+from cds.contracts.domain import ModelIdentity
 
 _OUTPUT_NAMESPACE = uuid.UUID("3c0f5e0e-4a53-4f5e-8f0a-5d9b8f1f6c21")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from cds.domain import NOT_FOR_CLINICAL_USE, ModelIdentity
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE, ModelIdentity
 from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"

@@ -19,7 +19,7 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds.domain import (
+from cds.contracts.domain import (
     Calibrated,
     ClinicalContext,
     ModelIdentity,
@@ -27,7 +27,7 @@ from cds.domain import (
     RecurrenceResult,
     SourceRef,
 )
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 
 RESULT_SYSTEM = "urn:breast-cds:result"
 DICOM_UID_SYSTEM = "urn:dicom:uid"

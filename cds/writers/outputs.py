@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from cds.domain import ClinicalContext, PatientRef, RecurrenceResult, StudyAnalysis
-from cds.settings import Settings
+from cds.contracts.domain import ClinicalContext, PatientRef, RecurrenceResult, StudyAnalysis
+from cds.contracts.settings import Settings
 from cds.writers import fhir_resources as fr
 from cds.writers import seg as segw
 from cds.writers import sr as srw

@@ -16,7 +16,7 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from skimage.transform import resize
 
-from cds.domain import NOT_FOR_CLINICAL_USE, StudyAnalysis
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE, StudyAnalysis
 from cds.writers.common import (
     SERIES_NUMBER,
     add_contributing_equipment,

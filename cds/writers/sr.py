@@ -26,7 +26,7 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from cds.domain import NOT_FOR_CLINICAL_USE, Calibrated, ModelIdentity, RecurrenceResult, StudyAnalysis
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE, Calibrated, ModelIdentity, RecurrenceResult, StudyAnalysis
 from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
 
 SCHEME = "99BCDS"

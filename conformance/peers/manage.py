@@ -539,7 +539,7 @@ class CdsServe(_ManagedProcess):
         command: Sequence[str] | None = None,
         ready_timeout_s: float = 60.0,
     ) -> None:
-        """``command`` replaces ``python -c 'from cds.cli import main; main()' serve`` (e.g. to run
+        """``command`` replaces ``python -c 'from app.cli import main; main()' serve`` (e.g. to run
         the service with a different model registry in a diagnostic script)."""
         super().__init__(workdir)
         self.extra_env = dict(env)
@@ -571,7 +571,7 @@ class CdsServe(_ManagedProcess):
     def start(self) -> CdsServe:
         self.port = self.requested_port or free_port()
         self._spawn(
-            self.command or [self.python, "-c", "from cds.cli import main; main()", "serve"],
+            self.command or [self.python, "-c", "from app.cli import main; main()", "serve"],
             cwd=Path(__file__).resolve().parents[2],
         )
         deadline = time.monotonic() + self.ready_timeout_s
@@ -610,7 +610,7 @@ class CdsServe(_ManagedProcess):
         env = self.environment()
         env["COLUMNS"] = "400"
         done = subprocess.run(
-            [self.python, "-c", "from cds.cli import main; main()", "status", "--limit", "200"],
+            [self.python, "-c", "from app.cli import main; main()", "status", "--limit", "200"],
             capture_output=True,
             text=True,
             timeout=timeout_s,

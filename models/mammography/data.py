@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from cds.domain import MAMMO_CLASSES
+from cds.contracts.domain import MAMMO_CLASSES
 from models.mammography.preprocess import INPUT_SHAPE, MammoInputError, prepare_image, prepare_mask, read_mg
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def concat(parts: list[MammoArrays]) -> MammoArrays:
 
 def _render_exam(args: tuple[int, int, int, int]) -> tuple:
     """Render exam ``i`` of a synthetic data set into network-geometry arrays (worker-safe)."""
-    from models.phantoms.mammography import VENDORS, synthesize_exam
+    from synthetic.phantoms.mammography import VENDORS, synthesize_exam
 
     i, seed, rows, columns = args
     vendors = sorted(VENDORS)

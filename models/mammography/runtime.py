@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cds.domain import (
+from cds.contracts.domain import (
     MAMMO_CLASSES,
     ArrayFile,
     Calibrated,
@@ -27,10 +27,10 @@ from cds.domain import (
     StudyAnalysis,
     StudyInput,
 )
-from cds.registry import ModelUnavailable
-from cds.settings import Settings
+from cds.contracts.model import ModelUnavailable
+from cds.contracts.settings import Settings
 from models import calibration as cal
-from models.cards import ModelCard
+from cds.contracts.cards import ModelCard
 from models.mammography.data import bilateral_input, contralateral_rows
 from models.mammography.preprocess import (
     INPUT_SHAPE,
@@ -185,7 +185,7 @@ class MammographyModel:
 
     def _finding(self, im: MgImage, probs: np.ndarray, prob_map: np.ndarray, grades: np.ndarray,
                  work_dir: Path) -> MammoImageFinding:
-        from models.phantoms.dicom_common import new_uid
+        from synthetic.phantoms.dicom_common import new_uid
 
         base = f"mammography/{im.sop_instance_uid}"
         mal = float(np.clip(probs[MAMMO_CLASSES.index("in_situ")] + probs[MAMMO_CLASSES.index("invasive")], 0, 1))

@@ -24,7 +24,7 @@ Evaluation protocol (all on the held-out test split; nothing fitted on it):
   order), scored on the held-out vendor's calibration + test images.
 
 Version 0.2.0 (second session) changed: phantom generator v2 (see
-:mod:`models.phantoms.mammography`), 640 exams instead of 480 (512-image calibration and test
+:mod:`synthetic.phantoms.mammography`), 640 exams instead of 480 (512-image calibration and test
 splits for steadier ECE), segmentation loss at input resolution with a per-image Dice term, LOVO
 at the main model's epochs, and the nine networks trained in two forked processes.
 
@@ -83,14 +83,14 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from cds.domain import MAMMO_CLASSES, NOT_FOR_CLINICAL_USE
+from cds.contracts.domain import MAMMO_CLASSES, NOT_FOR_CLINICAL_USE
 from models import calibration as cal
-from models.cards import ModelCard
+from cds.contracts.cards import ModelCard
 from models.mammography.data import MammoArrays, concat, folder_arrays, synthetic_arrays
 from models.mammography.parallel import run_jobs
 from models.mammography.net import N_GRADES, ExportWrapper, MammoNet, multitask_loss, upsample_seg
 from models.mammography.preprocess import INPUT_SHAPE
-from models.phantoms.mammography import GENERATOR_VERSION as PHANTOM_VERSION
+from synthetic.phantoms.mammography import GENERATOR_VERSION as PHANTOM_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -707,7 +707,7 @@ def train_synthetic(out_dir: Path, seed: int = 0, n_exams: int = N_EXAMS, epochs
         data = more if data is None else concat([data, more])
         data.save(cache)
         meta.write_text(json.dumps({**key, "n_exams": n_exams}))
-    desc = (f"{n_exams} synthetic 4-view exams (models.phantoms.mammography generator v{PHANTOM_VERSION}, "
+    desc = (f"{n_exams} synthetic 4-view exams (synthetic.phantoms.mammography generator v{PHANTOM_VERSION}, "
             f"seed {seed}, {rows}x{columns}, 4 simulated vendors, balanced labels), split 3:1:1 by "
             f"exam into train/calibration/test. {NOT_FOR_CLINICAL_USE}")
     return train_on_arrays(data, out_dir, TrainConfig(epochs=epochs, seed=seed), training_data=desc,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cds.domain import PathomicsFeatures
+from cds.contracts.domain import PathomicsFeatures
 from models.pathomics.graph import TOPOLOGY_NODE_FEATURES, graph_measures, knn_graph
 from models.pathomics.morphology import MORPHOLOGY_FEATURES, nucleus_table
 from models.pathomics.segmentation import segment_nuclei

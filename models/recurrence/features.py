@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from cds.domain import CaseInput, SourceRef
+from cds.contracts.domain import CaseInput, SourceRef
 
 # Representative receptor values (fmol/l) for qualitative results: below / above GBSG2's cut-off.
 RECEPTOR_NEGATIVE_FMOL = 3.0

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cds.domain import CaseInput, RecurrenceResult
-from cds.registry import ModelUnavailable
-from cds.settings import Settings
-from models.cards import ModelCard
+from cds.contracts.domain import CaseInput, RecurrenceResult
+from cds.contracts.model import ModelUnavailable
+from cds.contracts.settings import Settings
+from cds.contracts.cards import ModelCard
 from models.recurrence.features import INPUT_NAMES, FeatureSpec, case_features, standardize
 from models.recurrence.survival import DAYS_PER_YEAR, HORIZONS_YEARS, BaselineHazard
 from models.text.embedding import SentenceEncoder, load_sentence_encoder, text_model_dir

@@ -29,7 +29,7 @@ from lifelines.utils import concordance_index
 from pydantic import BaseModel
 from sklearn.model_selection import StratifiedKFold
 
-from models.cards import ModelCard
+from cds.contracts.cards import ModelCard
 from models.recurrence import cohort
 from models.recurrence.features import (
     DERIVED_FROM,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cds.domain import Calibrated, ModelIdentity, SlideResult, SlideTile, StudyAnalysis, StudyInput, ArrayFile
-from cds.registry import ModelUnavailable
-from cds.settings import Settings
-from models.cards import ModelCard
+from cds.contracts.domain import Calibrated, ModelIdentity, SlideResult, SlideTile, StudyAnalysis, StudyInput, ArrayFile
+from cds.contracts.model import ModelUnavailable
+from cds.contracts.settings import Settings
+from cds.contracts.cards import ModelCard
 from models.pathomics.features import slide_features
 from models.slides.analysis import StageParams, analyze_slide
 from models.slides.calibrate import apply_map

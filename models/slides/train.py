@@ -16,7 +16,7 @@
 Evaluation protocol (second version): 200 phantoms split 48 train / 96 calibration / 56 test, all
 2048 px (the first version used 48 / 24 / 24 with 4096 px test slides, whose generation alone
 took longer than the whole budget); half the positives are occult; the phantom has per-slide
-stain and cellularity variation (:mod:`models.phantoms.slides`). Calibration and test slides
+stain and cellularity variation (:mod:`synthetic.phantoms.slides`). Calibration and test slides
 come from disjoint seed ranges and never touch training.
 
 ``train_from_folder`` adapts the model to a user's own slides (a folder of DICOM WSI plus a CSV of
@@ -40,10 +40,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from cds.domain import PatientRef
+from cds.contracts.domain import PatientRef
 from models import calibration as cal
 from models.slides.calibrate import apply_map, fit_map, fit_thresholds
-from models.cards import ModelCard
+from cds.contracts.cards import ModelCard
 from models.slides.analysis import SlideAnalysisRaw, StageParams, analyze_slide, select_stage2
 from models.slides.nets import (
     ENCODER_INPUT,
@@ -296,7 +296,7 @@ def evaluate_truths(truths: list, nets, params: StageParams, mode: str = "two_st
 
 
 def _generate(plan, out_dir: Path, size: int, progress: bool, desc: str):
-    from models.phantoms.slides import generate_slide
+    from synthetic.phantoms.slides import generate_slide
 
     patient = PatientRef(patient_id="SYNTH", issuer="phantom")
     truths = []
@@ -466,7 +466,7 @@ def train_synthetic(
             "contain metastatic carcinoma for pathologist review. Not a diagnostic device."
         ),
         training_data=(
-            f"Synthetic H&E lymph-node phantoms (models.phantoms.slides, seed {seed}): {n_train} training slides "
+            f"Synthetic H&E lymph-node phantoms (synthetic.phantoms.slides, seed {seed}): {n_train} training slides "
             f"({train_size}px at 0.5 um/px), {n_cal} calibration slides, {n_test} test slides ({eval_size}px); half "
             "with metastatic clusters, half of those occult (a single cluster < 0.2 mm); per-slide stain-vector, "
             "stain-intensity and brightness variation, tumour cellularity 0.25-0.5 nuclei per 16x16 px and "

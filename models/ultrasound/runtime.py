@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from cds.domain import StudyAnalysis, StudyInput, UltrasoundResult
-from cds.registry import ModelUnavailable
-from cds.settings import Settings
-from models.cards import ModelCard
+from cds.contracts.domain import StudyAnalysis, StudyInput, UltrasoundResult
+from cds.contracts.model import ModelUnavailable
+from cds.contracts.settings import Settings
+from cds.contracts.cards import ModelCard
 from models.ultrasound.deep import DeepEncoder, lesion_crop
 from models.ultrasound.lesion import automatic_box, lesion_mask
 from models.ultrasound.radiomics import radiomics_features

@@ -4,7 +4,7 @@ Why: the issue's lesion region is "a box given by the user or an SR, else an aut
 sonographer (or a reporting tool) marks the lesion as a spatial coordinate (SCOORD) content item,
 usually inside a TID 1500 Measurement Report Planar ROI group (TID 1410 "Image Region"), but
 older tools put plain SCOORD items anywhere in the content tree. This module walks the whole tree
-of every SR in :attr:`cds.domain.StudyInput.companions`, keeps 2-D SCOORD items whose selected
+of every SR in :attr:`cds.contracts.domain.StudyInput.companions`, keeps 2-D SCOORD items whose selected
 image (the IMAGE child, relationship SELECTED FROM) is one of the study's US images, and turns
 each into an axis-aligned box ``(x0, y0, x1, y1)`` in pixel columns/rows.
 
@@ -36,7 +36,7 @@ import pydicom
 from pydantic import BaseModel
 from pydicom.dataset import Dataset
 
-from cds.domain import InstanceRecord, ModelIdentity
+from cds.contracts.domain import InstanceRecord, ModelIdentity
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import pydicom
 import torch
 from torch import nn
 
-from cds.domain import PatientRef
-from models.cards import ModelCard
-from models.phantoms.ultrasound import generate_ultrasound
+from cds.contracts.domain import PatientRef
+from cds.contracts.cards import ModelCard
+from synthetic.phantoms.ultrasound import generate_ultrasound
 from models.ultrasound.deep import CROP_SIZE, FEATURE_DIM, lesion_crop
 from models.ultrasound.lesion import automatic_box
 

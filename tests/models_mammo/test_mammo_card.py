@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cds.domain import NOT_FOR_CLINICAL_USE
-from models.cards import ModelCard
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE
+from cds.contracts.cards import ModelCard
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "mammography" / "weights"
 

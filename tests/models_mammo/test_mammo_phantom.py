@@ -9,8 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from cds.domain import PatientRef
-from models.phantoms.mammography import (
+from cds.contracts.domain import PatientRef
+from synthetic.phantoms.mammography import (
     LABEL_FOR_LESION,
     LESION_TYPES,
     MG_FOR_PRESENTATION,
@@ -115,7 +115,7 @@ def test_left_and_right_breasts_look_alike() -> None:
 
 def test_distortion_mask_spans_its_lines() -> None:
     """v3: the distortion's mask is the convex hull of its drawn lines, not a disc of its own."""
-    from models.phantoms.mammography import LesionSpec, _add_lesion
+    from synthetic.phantoms.mammography import LesionSpec, _add_lesion
 
     rows, cols = 512, 416
     r = np.full((rows, cols), 0.5, np.float32)

@@ -11,10 +11,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from cds.domain import MAMMO_CLASSES, InstanceRecord, PatientRef, StudyInput
-from cds.registry import ModelUnavailable
-from cds.settings import Settings
-from models.phantoms.mammography import generate_exam
+from cds.contracts.domain import MAMMO_CLASSES, InstanceRecord, PatientRef, StudyInput
+from cds.contracts.model import ModelUnavailable
+from cds.contracts.settings import Settings
+from synthetic.phantoms.mammography import generate_exam
 
 PATIENT = PatientRef(patient_id="RT-1", name="Runtime^Test", sex="F")
 
@@ -78,7 +78,7 @@ def test_analyze_generated_exam(tmp_path: Path) -> None:
 
 def test_runtime_does_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys, json; from cds.settings import Settings; from models.mammography.runtime import load;"
+        "import sys, json; from cds.contracts.settings import Settings; from models.mammography.runtime import load;"
         "load(Settings()); print(json.dumps('torch' in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from cds.domain import PatientRef  # noqa: E402
+from cds.contracts.domain import PatientRef  # noqa: E402
 from models.mammography.train import train_from_folder  # noqa: E402
-from models.phantoms.mammography import generate_exam  # noqa: E402
+from synthetic.phantoms.mammography import generate_exam  # noqa: E402
 
 
 def test_train_from_folder(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cds.domain import (
+from cds.contracts.domain import (
     NOT_FOR_CLINICAL_USE,
     ArrayFile,
     Calibrated,
@@ -20,8 +20,8 @@ from cds.domain import (
     SourceRef,
     UltrasoundResult,
 )
-from cds.registry import CaseModel
-from cds.settings import Settings
+from cds.contracts.model import CaseModel
+from cds.contracts.settings import Settings
 from models.recurrence.features import DEFAULT_MORPHOLOGY, DEFAULT_RADIOMICS, DEFAULT_TOPOLOGY
 from models.recurrence.runtime import load
 
@@ -69,8 +69,8 @@ def test_runtime_does_not_import_torch(model) -> None:
     assert isinstance(model, CaseModel)
     code = (
         "import sys; from pathlib import Path\n"
-        "from cds.settings import Settings\n"
-        "from cds.domain import CaseInput, ClinicalContext, PatientRef\n"
+        "from cds.contracts.settings import Settings\n"
+        "from cds.contracts.domain import CaseInput, ClinicalContext, PatientRef\n"
         "from models.recurrence.runtime import load\n"
         "m = load(Settings(data_dir=Path('/nonexistent-cds-data')))\n"
         "r = m.analyze_case(CaseInput(patient=PatientRef(), work_dir=Path('.'), "

@@ -10,9 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from cds.domain import InstanceRecord, PatientRef, StudyInput
-from cds.settings import Settings
-from models.phantoms.ultrasound import US_IMAGE_STORAGE, generate_ultrasound
+from cds.contracts.domain import InstanceRecord, PatientRef, StudyInput
+from cds.contracts.settings import Settings
+from synthetic.phantoms.ultrasound import US_IMAGE_STORAGE, generate_ultrasound
 from models.text.lexicon import extract_lexicon
 from models.ultrasound.lesion import automatic_box, box_iou
 

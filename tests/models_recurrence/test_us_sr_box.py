@@ -12,9 +12,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from cds.domain import InstanceRecord, PatientRef, StudyInput
-from cds.settings import Settings
-from models.phantoms.ultrasound import generate_lesion_sr, generate_ultrasound
+from cds.contracts.domain import InstanceRecord, PatientRef, StudyInput
+from cds.contracts.settings import Settings
+from synthetic.phantoms.ultrasound import generate_lesion_sr, generate_ultrasound
 from models.ultrasound.lesion import box_iou
 from models.ultrasound.sr_region import MalformedSRError, boxes_in_sr, region_box, sr_boxes
 

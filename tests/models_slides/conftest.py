@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cds.domain import PatientRef
-from models.phantoms.slides import SlideTruth, generate_slide
+from cds.contracts.domain import PatientRef
+from synthetic.phantoms.slides import SlideTruth, generate_slide
 
 PATIENT = PatientRef(patient_id="TEST-SLIDE", issuer="phantom", name="Phantom^Slide", sex="F")
 

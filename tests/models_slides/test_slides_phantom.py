@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from wsidicom import WsiDicom
 
-from models.phantoms.slides import OCCULT_MAX_UM, generate_slide
+from synthetic.phantoms.slides import OCCULT_MAX_UM, generate_slide
 from conftest import PATIENT
 
 

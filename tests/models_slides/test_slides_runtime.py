@@ -10,9 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from cds.domain import InstanceRecord, PatientRef, StudyInput
-from cds.registry import build_registry
-from cds.settings import Settings
+from cds.contracts.domain import InstanceRecord, PatientRef, StudyInput
+from cds.pipeline.registry import build_registry
+from cds.contracts.settings import Settings
 from models.pathomics.features import MORPHOLOGY_KEYS, TOPOLOGY_KEYS
 from models.slides import runtime
 from models.slides.reader import SlideReadError

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from models.phantoms.slides import generate_slide
+from synthetic.phantoms.slides import generate_slide
 from models.slides.train import train_from_folder
 from conftest import PATIENT
 

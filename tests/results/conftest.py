@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cds.domain import CaseInput, ClinicalContext, RecurrenceResult, StudyAnalysis
-from cds.settings import Settings
+from cds.contracts.domain import CaseInput, ClinicalContext, RecurrenceResult, StudyAnalysis
+from cds.contracts.settings import Settings
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Outputs:
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     from cds.fhir.context import fetch_clinical_context
     from cds.writers.outputs import case_outputs, study_outputs
-    from models.fixture_model import (
+    from synthetic.fixture_model import (
         FixtureMammoModel,
         FixtureRecurrenceModel,
         FixtureSlideModel,
@@ -41,7 +41,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
         write_mammogram,
         write_slide,
     )
-    from models.phantoms.clinical import synthetic_patient, write_bundle
+    from synthetic.phantoms.clinical import synthetic_patient, write_bundle
 
     root = tmp_path_factory.mktemp("results")
     patient = synthetic_patient()

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from skimage.transform import resize
 
-from cds.domain import NOT_FOR_CLINICAL_USE
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE
 
 needs_dicom3tools = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
 

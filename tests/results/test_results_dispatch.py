@@ -11,8 +11,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from cds.dispatch import Dispatcher
-from cds.settings import Settings
+from cds.dispatch.dispatcher import Dispatcher
+from cds.contracts.settings import Settings
 from cds.store import Store
 from conformance.peers.manage import FhirServer, PeerUnavailable, StoreScp, free_port
 
@@ -184,7 +184,7 @@ def test_dicom_failure_status_goes_to_dead_letter(outputs, tmp_path):
 def test_context_from_fhir_server_matches_offline(outputs, fhir_server, tmp_path):
     from cds.fhir.client import FhirClient
     from cds.fhir.context import fetch_clinical_context
-    from models.phantoms.clinical import clinical_resources, synthetic_patient
+    from synthetic.phantoms.clinical import clinical_resources, synthetic_patient
 
     fhir_server.reset()
     settings = Settings(fhir_base_url=fhir_server.base_url)

@@ -9,18 +9,18 @@ import subprocess
 
 import pytest
 
-from cds.analyze import check_stable, ingest_file, offline_settings
-from cds.registry import ModelRegistry
-from cds.service import Service
-from cds.settings import Settings
-from models.fixture_model import (
+from app.analyze import check_stable, ingest_file, offline_settings
+from cds.pipeline.registry import ModelRegistry
+from app.service import Service
+from cds.contracts.settings import Settings
+from synthetic.fixture_model import (
     FixtureMammoModel,
     FixtureRecurrenceModel,
     FixtureSlideModel,
     write_mammogram,
     write_slide,
 )
-from models.phantoms.clinical import synthetic_patient, write_ndjson
+from synthetic.phantoms.clinical import synthetic_patient, write_ndjson
 
 
 def test_offline_service_writes_every_output_once(tmp_path):

@@ -14,11 +14,11 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from PIL import Image
 
-from cds.domain import NOT_FOR_CLINICAL_USE
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE
 from cds.fhir.context import fetch_clinical_context
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 from cds.writers.fhir_resources import FhirValidationError, validate
-from models.phantoms.clinical import DEFAULT_VALUES, synthetic_patient, write_ndjson
+from synthetic.phantoms.clinical import DEFAULT_VALUES, synthetic_patient, write_ndjson
 
 
 def _fhir(outputs, rtype):

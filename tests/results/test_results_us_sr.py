@@ -8,10 +8,10 @@ import subprocess
 import pydicom
 import pytest
 
-from cds.domain import InstanceRecord, PatientRef, StudyInput
-from cds.settings import Settings
+from cds.contracts.domain import InstanceRecord, PatientRef, StudyInput
+from cds.contracts.settings import Settings
 from cds.writers.outputs import study_outputs
-from models.phantoms.ultrasound import generate_ultrasound
+from synthetic.phantoms.ultrasound import generate_ultrasound
 from models.ultrasound.runtime import load
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 
-from cds.domain import ModelIdentity, StudyAnalysis, StudyInput
-from cds.settings import Settings
+from cds.contracts.domain import ModelIdentity, StudyAnalysis, StudyInput
+from cds.contracts.settings import Settings
 
 SLOW_S = 4.0
 

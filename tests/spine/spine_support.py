@@ -76,7 +76,7 @@ class ServeProcess:
     def start(self, timeout: float = 60.0) -> "ServeProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=self.env,
                                      stdout=self._logf, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ NO_MODELS = {"CDS_DISABLED_MODELS": "mammography,slides,ultrasound,recurrence"}
 
 
 def cds(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cds.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cds.domain import InstanceRecord, PatientRef
-from cds.jobs import PermanentJobError, WorkerPool
-from cds.settings import Settings
+from cds.contracts.domain import InstanceRecord, PatientRef
+from cds.scheduling.workers import PermanentJobError, WorkerPool
+from cds.contracts.settings import Settings
 from cds.store import Store, worker_name
 
 
@@ -155,7 +155,7 @@ def test_outbox_is_idempotent_and_dead_letters(store, tmp_path):
 
 
 def test_case_refresh_queues_once_per_interval(store, tmp_path):
-    from cds.scheduler import refresh_cases
+    from cds.scheduling.stability import refresh_cases
 
     settings = Settings(data_dir=tmp_path, case_refresh_interval_s=3600)
     store.record_instance(rec("9", study="7.7"), PatientRef(patient_id="P9"))

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from cds.durable import copy_durable
+from cds.store.durable import copy_durable
 from cds.fhir.client import FhirError
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 from cds.store import OutboxItem, Store, worker_name
 
 log = logging.getLogger(__name__)

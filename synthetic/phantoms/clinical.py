@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cds.domain import PatientRef
-from cds.settings import Settings
+from cds.contracts.domain import PatientRef
+from cds.contracts.settings import Settings
 
 SYNTHETIC_TAG = {"system": "urn:breast-cds:tag", "code": "synthetic", "display": "Synthetic data"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from cds.domain import NOT_FOR_CLINICAL_USE, ModelIdentity
+from cds.contracts.domain import NOT_FOR_CLINICAL_USE, ModelIdentity
 
 # Root for the derived device UIDs (UUID-derived "2.25." form needs no registered root).
 _UID_NAMESPACE = uuid.UUID("6f1c1a52-2b7e-4f7b-9a55-0c7d3b1e9a10")

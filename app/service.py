@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-
-from cds.jobs import WorkerPool
-from cds.pipeline import Pipeline
-from cds.registry import ModelRegistry, build_registry
-from cds.scheduler import StabilityScheduler, check_stable
-from cds.settings import Settings
+from cds.dispatch.dispatcher import Dispatcher
+from cds.scheduling.workers import WorkerPool
+from cds.pipeline.handlers import Pipeline
+from cds.pipeline.registry import ModelRegistry, build_registry
+from cds.scheduling.stability import StabilityScheduler, check_stable
+from cds.contracts.settings import Settings
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
 
 log = logging.getLogger(__name__)
 
 
-def make_dispatcher(settings: Settings, store: Store) -> Any | None:
-    """The outbox dispatcher, when the results issue's module is present in this build."""
-    try:
-        from cds.dispatch import Dispatcher
-    except ImportError:
-        log.warning("output dispatch is not available in this build: outputs stay in the outbox")
-        return None
-    return Dispatcher(settings, store)
+# The shipped models, in the order they run; a site adds its own with CDS_EXTRA_MODEL_FACTORIES.
+SHIPPED_MODELS: tuple[str, ...] = (
+    "models.mammography.runtime",
+    "models.slides.runtime",
+    "models.ultrasound.runtime",
+    "models.recurrence.runtime",
+)
 
 
 class Service:
@@ -38,12 +36,12 @@ class Service:
         settings.ensure_dirs()
         self.settings = settings
         self.store = Store(settings.store_url)
-        self.registry = registry if registry is not None else build_registry(settings)
+        self.registry = registry if registry is not None else build_registry(settings, SHIPPED_MODELS)
         self.pipeline = Pipeline(settings, self.store, self.registry)
         self.workers = WorkerPool(settings, self.store, self.pipeline.handlers)
         self.scheduler = StabilityScheduler(settings, self.store)
         self.listener = DicomListener(settings, self.store) if listen else None
-        self.dispatcher = make_dispatcher(settings, self.store)
+        self.dispatcher = Dispatcher(settings, self.store)
         self._stop = threading.Event()
         self._dispatch_thread: threading.Thread | None = None
 
@@ -53,12 +51,10 @@ class Service:
             log.info("recovered %d job(s)/output(s) left running by a previous process", recovered)
         check_stable(self.settings, self.store)
         self.workers.start()
-        if self.dispatcher is not None:
-            self._dispatch_thread = threading.Thread(
-                target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
-                name="cds-dispatch",
-                daemon=True)
-            self._dispatch_thread.start()
+        self._dispatch_thread = threading.Thread(
+            target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
+            name="cds-dispatch", daemon=True)
+        self._dispatch_thread.start()
         self.scheduler.start()
         if self.listener is not None:
             self.listener.start()

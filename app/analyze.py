@@ -17,10 +17,10 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from rich.progress import Progress
 
-from cds.scheduler import check_stable
-from cds.service import Service
-from cds.settings import Settings
-from listeners.intake import IntakeOutcome, refuse, spool_instance
+from cds.scheduling.stability import check_stable
+from app.service import Service
+from cds.contracts.settings import Settings
+from cds.intake.spool import IntakeOutcome, refuse, spool_instance
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def run_analyze(settings: Settings, paths: list[Path], out_dir: Path, *,
     # Study jobs queue case jobs; outputs need the dispatcher: loop until all are settled.
     for _ in range(20):
         ran = service.workers.drain()
-        sent = service.dispatcher.run_once() if service.dispatcher is not None else 0
+        sent = service.dispatcher.run_once()
         if not ran and not sent:
             break
     return service

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cds.domain import InstanceRecord
-from cds.durable import OUT_OF_SPACE, move_durable
-from cds.settings import Settings
+from cds.contracts.domain import InstanceRecord
+from cds.store.durable import OUT_OF_SPACE, move_durable
+from cds.contracts.settings import Settings
 from cds.store import Store
-from listeners.instance_check import (
+from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,

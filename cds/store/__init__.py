@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cds.domain import InstanceRecord, PatientRef
+from cds.contracts.domain import InstanceRecord, PatientRef
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (

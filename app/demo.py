@@ -18,9 +18,9 @@ from pydicom import dcmread
 from pynetdicom import AE
 from rich.progress import Progress
 
-from cds.domain import PatientRef
-from cds.service import Service
-from cds.settings import Settings
+from cds.contracts.domain import PatientRef
+from app.service import Service
+from cds.contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class DemoRun:
 
 def generate_patient(out: Path, settings: Settings, seed: int = 7) -> tuple[list[Path], Path | None]:
     """Write the synthetic patient's studies and clinical record (FHIR Bundle) under ``out``."""
-    from models.phantoms.mammography import generate_exam
-    from models.phantoms.slides import generate_slide
+    from synthetic.phantoms.mammography import generate_exam
+    from synthetic.phantoms.slides import generate_slide
 
     files: list[Path] = []
     exam = generate_exam(out / "mammography", seed, DEMO_PATIENT, force_label="invasive")
@@ -48,18 +48,18 @@ def generate_patient(out: Path, settings: Settings, seed: int = 7) -> tuple[list
     slide = generate_slide(out / "slide", seed + 1, DEMO_PATIENT, metastasis=True)
     files += [Path(p) for p in slide.level_paths]
     try:
-        from models.phantoms.ultrasound import generate_ultrasound
+        from synthetic.phantoms.ultrasound import generate_ultrasound
     except ImportError:
         log.info("ultrasound phantom not available in this build")
     else:
-        from models.phantoms.ultrasound import generate_lesion_sr
+        from synthetic.phantoms.ultrasound import generate_lesion_sr
 
         us = generate_ultrasound(out / "ultrasound", seed + 2, DEMO_PATIENT, latent_risk=1.0)
         # the sonographer's region, as a TID 1500 SR in the same study: the model reads it
         files += [Path(us.path), generate_lesion_sr(us, out / "ultrasound")]
     fhir_dir = None
     try:
-        from models.phantoms.clinical import clinical_resources, write_bundle
+        from synthetic.phantoms.clinical import clinical_resources, write_bundle
     except ImportError:
         log.info("clinical FHIR bundle generator not available in this build")
     else:

@@ -89,8 +89,8 @@ from pydicom.sequence import Sequence
 from scipy import ndimage
 from scipy.special import expit
 
-from cds.domain import MAMMO_CLASSES, PatientRef
-from models.phantoms.dicom_common import base_dataset, new_uid, save_dataset
+from cds.contracts.domain import MAMMO_CLASSES, PatientRef
+from synthetic.phantoms.dicom_common import base_dataset, new_uid, save_dataset
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 from skimage import measure
 
-from cds.domain import (
+from cds.contracts.domain import (
     Calibrated,
     CaseInput,
     InstanceRecord,
@@ -36,8 +36,8 @@ from cds.domain import (
     StudyInput,
     ArrayFile,
 )
-from models.cards import device_uid
-from models.phantoms.dicom_common import base_dataset, new_uid, save_dataset
+from cds.contracts.cards import device_uid
+from synthetic.phantoms.dicom_common import base_dataset, new_uid, save_dataset
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 VL_WSM = "1.2.840.10008.5.1.4.1.1.77.1.6"

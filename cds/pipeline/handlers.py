@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cds.domain import (
+from cds.contracts.domain import (
     CaseInput,
     ClinicalContext,
     PatientRef,
@@ -27,9 +27,11 @@ from cds.domain import (
     StudyInput,
     UltrasoundResult,
 )
-from cds.jobs import PermanentJobError
-from cds.registry import ModelRegistry
-from cds.settings import Settings
+from cds.scheduling.workers import PermanentJobError
+from cds.fhir.context import fetch_clinical_context
+from cds.writers import outputs as writers
+from cds.pipeline.registry import ModelRegistry
+from cds.contracts.settings import Settings
 from cds.store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -160,20 +162,11 @@ class Pipeline:
         return f"case evaluated ({len(results)} case model(s)); {queued} output(s) queued"
 
     def _clinical_context(self, patient: PatientRef) -> ClinicalContext:
-        try:
-            from cds.fhir.context import fetch_clinical_context
-        except ImportError:
-            return ClinicalContext()
         return fetch_clinical_context(self.settings, patient)
 
     # -- outputs ----------------------------------------------------------------------------
     def _queue_outputs(self, job: Job, scope: str, **kw: Any) -> int:
         """Render outputs with the writers and put each in the outbox (idempotent keys)."""
-        try:
-            from cds.writers import outputs as writers
-        except ImportError:
-            log.warning("job %d: output writers are not available in this build", job.id)
-            return 0
         out_dir = self.settings.work_dir / f"job-{job.id}" / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
         # The writers get the source files from here, not from the store (one-way flow).

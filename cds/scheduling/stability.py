@@ -12,7 +12,7 @@ import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 from cds.store import Store
 
 log = logging.getLogger(__name__)

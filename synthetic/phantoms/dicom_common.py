@@ -16,7 +16,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID, generate_uid
 
-from cds.domain import PatientRef
+from cds.contracts.domain import PatientRef
 
 MANUFACTURER = "breast-cds phantom"
 SOFTWARE_VERSION = "1"

@@ -41,8 +41,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import JPEGBaseline8Bit
 from scipy import ndimage as ndi
 
-from cds.domain import PatientRef
-from models.phantoms.dicom_common import base_dataset, new_uid, save_dataset
+from cds.contracts.domain import PatientRef
+from synthetic.phantoms.dicom_common import base_dataset, new_uid, save_dataset
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 from cds.store import Job, Store, worker_name
 
 log = logging.getLogger(__name__)

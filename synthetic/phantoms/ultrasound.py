@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from pydicom.uid import UID
 from scipy import ndimage
 
-from cds.domain import PatientRef
-from models.phantoms.dicom_common import base_dataset, new_uid, save_dataset
+from cds.contracts.domain import PatientRef
+from synthetic.phantoms.dicom_common import base_dataset, new_uid, save_dataset
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 ROWS, COLUMNS = 256, 320
@@ -199,7 +199,7 @@ def generate_lesion_sr(
     from highdicom.sr import CodedConcept
     from pydicom.sr.codedict import codes
 
-    from models.phantoms.dicom_common import MANUFACTURER, save_dataset as _save
+    from synthetic.phantoms.dicom_common import MANUFACTURER, save_dataset as _save
 
     image = pydicom.dcmread(truth.path)
     x0, y0, x1, y1 = box if box is not None else truth.lesion_box

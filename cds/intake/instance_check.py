@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from cds.domain import PatientRef
+from cds.contracts.domain import PatientRef
 
 # Status codes (PS3.4 Annex B.2.3, Storage Service Class)
 STATUS_SUCCESS = 0x0000

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cds.settings import Settings
+from cds.contracts.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Breast-cancer decision support: DICOM/FHIR in, SEG/SR/FHIR/PDF out. "
@@ -51,7 +51,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML settin
 @app.command()
 def serve(config: ConfigOpt = None) -> None:
     """Run the DICOM listener, scheduler, workers and dispatcher until SIGTERM/SIGINT."""
-    from cds.service import Service
+    from app.service import Service
 
     settings = load_settings(config)
     setup_logging(settings.log_level)
@@ -78,7 +78,7 @@ def analyze(
     config: ConfigOpt = None,
 ) -> None:
     """Run the pipeline on files or folders without any network; results go to --out."""
-    from cds.analyze import run_analyze
+    from app.analyze import run_analyze
 
     settings = load_settings(config)
     setup_logging("WARNING")
@@ -109,7 +109,7 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Generate a synthetic patient, send it over C-STORE to a local service, show the results."""
-    from cds.demo import run_demo
+    from app.demo import run_demo
 
     settings = load_settings(config)
     settings = settings.model_copy(update={

@@ -1,0 +1,39 @@
+"""The one error taxonomy: the class of an exception, not its built-in type, decides a job's fate.
+
+- :class:`PermanentError`: the work can never succeed as it stands (unreadable input, a
+  destination that refused the item): dead-letter it now with the reason.
+- :class:`TransientError`: a peer or resource is unavailable for now: retry with backoff.
+- :class:`InsufficientInput`: a case model lacks the inputs it needs yet; the case is recorded as
+  waiting and evaluated again when an input arrives. Not a failure.
+- :class:`ModelUnavailable`: a model cannot be loaded here (weights, card or a dependency
+  missing); says which and why.
+
+Any other exception escaping a handler is a bug: it is retried with backoff like a transient
+error (so nothing is lost) and logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CdsError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class PermanentError(CdsError):
+    """Cannot succeed as it stands: dead-letter now, never retry automatically."""
+
+
+class TransientError(CdsError):
+    """Temporarily impossible (peer down, timeout, out of resources): retry later."""
+
+
+class InsufficientInput(CdsError):
+    """Not enough input to run yet; the work is re-run when an input changes."""
+
+
+class ModelUnavailable(CdsError):
+    """A model cannot be loaded here (missing weights, card or dependency); says which and why."""
+
+
+class InvalidWeights(ModelUnavailable):
+    """A weight file or card exists but fails validation (checksum, schema, synthetic notice)."""
