@@ -31,7 +31,11 @@ peers:
 	bash scripts/install_peers.sh
 
 # In CI (CI=true) a missing peer is a failure, never a skip.
+# Lint first (each step fails the target): ruff, strict types on cds/contracts, import rules.
 test: $(VENV)/.stamp-test peers
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy cds/contracts
+	$(VENV)/bin/lint-imports --no-cache
 	CONF_REQUIRE_PEERS=$(if $(CI),1,$${CONF_REQUIRE_PEERS:-0}) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.stamp-test

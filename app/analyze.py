@@ -17,10 +17,10 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from rich.progress import Progress
 
-from cds.scheduling.stability import check_stable
 from app.service import Service
 from cds.contracts.settings import Settings
 from cds.intake.spool import IntakeOutcome, refuse, spool_instance
+from cds.scheduling.stability import check_stable
 
 log = logging.getLogger(__name__)
 

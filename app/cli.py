@@ -12,7 +12,7 @@ import signal
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -45,7 +45,7 @@ def setup_logging(level: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
 
 
 @app.command()
@@ -74,7 +74,7 @@ def serve(config: ConfigOpt = None) -> None:
 def analyze(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.")] = Path("./cds-output"),
-    fhir: Annotated[Optional[Path], typer.Option("--fhir", help="FHIR Bundle/NDJSON folder for clinical context.")] = None,
+    fhir: Annotated[Path | None, typer.Option("--fhir", help="FHIR Bundle/NDJSON folder for clinical context.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the pipeline on files or folders without any network; results go to --out."""
@@ -144,21 +144,17 @@ def print_status(console: Console, store, limit: int = 20) -> None:
     t = Table(title="Studies")
     for c in ("study UID", "patient key", "state", "gen", "instances", "last received"):
         t.add_column(c)
-    for r in store.query("SELECT * FROM studies ORDER BY last_received DESC LIMIT ?", (limit,)):
-        t.add_row(r["study_uid"], r["patient_key"], r["state"], str(r["generation"]),
-                  str(r["n_instances"]), _ts(r["last_received"]))
+    for s in store.recent_studies(limit):
+        t.add_row(s.study_uid, s.patient_key or "", s.state, str(s.generation),
+                  str(s.n_instances), _ts(s.last_received))
     console.print(t)
 
     t = Table(title="Cases")
     for c in ("patient key", "studies (modalities)", "evaluated", "inputs fingerprint", "last job"):
         t.add_column(c)
-    for r in store.query(
-            "SELECT c.*, (SELECT COUNT(*) FROM studies s WHERE s.patient_key=c.patient_key) AS n, "
-            "(SELECT GROUP_CONCAT(DISTINCT i.modality) FROM instances i JOIN studies s ON "
-            "s.study_uid=i.study_uid WHERE s.patient_key=c.patient_key) AS mods "
-            "FROM cases c ORDER BY updated_at DESC LIMIT ?", (limit,)):
-        t.add_row(r["patient_key"], f"{r['n']} ({r['mods'] or ''})", _ts(r["evaluated_at"]),
-                  r["fingerprint"] or "", str(r["last_job_id"] or ""))
+    for c in store.case_overview(limit):
+        t.add_row(c.patient_key, f"{c.n_studies} ({c.modalities or ''})", _ts(c.evaluated_at),
+                  c.fingerprint or "", str(c.last_job_id or ""))
     console.print(t)
 
     t = Table(title="Jobs")
@@ -187,14 +183,14 @@ def print_status(console: Console, store, limit: int = 20) -> None:
     t = Table(title="Failures (refused instances, dead jobs, dead outputs)")
     for c in ("when", "what", "id", "reason"):
         t.add_column(c, overflow="fold")
-    for r in store.query("SELECT * FROM rejections ORDER BY id DESC LIMIT ?", (limit,)):
-        if r["sop_uid"]:
-            what = f"instance refused 0x{r['status']:04X}"
-        elif r["status"] == 0x0122:
+    for r in store.recent_rejections(limit):
+        if r.sop_uid:
+            what = f"instance refused 0x{r.status:04X}"
+        elif r.status == 0x0122:
             what = "SOP classes not offered (negotiation; no instance refused)"
         else:
             what = "association rejected"
-        t.add_row(_ts(r["at"]), what, r["sop_uid"] or r["calling_ae"], r["reason"])
+        t.add_row(_ts(r.at), what, r.sop_uid or r.calling_ae, r.reason)
     for j in store.jobs("dead", limit=limit):
         t.add_row(_ts(j.updated_at), "job dead", str(j.id), j.last_error or "")
     for o in store.outbox_items("dead", limit=limit):
@@ -209,19 +205,19 @@ def _train_target(kind: str) -> Path:
 
 @train_app.command("synthetic")
 def train_synthetic(
-    out: Annotated[Optional[Path], typer.Option(help="Folder for weights (default: the shipped ones).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for weights (default: the shipped ones).")] = None,
     seed: int = 0,
 ) -> None:
     """Regenerate every shipped model from the project's phantoms (and GBSG2) on CPU."""
     started = time.monotonic()
-    for kind, module in (("mammography", "models.mammography.train"), ("slides", "models.slides.train")):
+    for kind, module in (("mammography", "models.mammography.training.train"), ("slides", "models.slides.training.train")):
         mod = _import_trainer(module)
         card = mod.train_synthetic((out / kind) if out else _train_target(kind), seed=seed)
         typer.echo(f"{kind}: {card.name} {card.version} written")
-    us = _import_trainer("models.ultrasound.train")
+    us = _import_trainer("models.ultrasound.training.train")
     card = us.train_encoder((out / "ultrasound") if out else _train_target("ultrasound"), seed=seed)
     typer.echo(f"ultrasound: {card.name} {card.version} written")
-    rec = _import_trainer("models.recurrence.train")
+    rec = _import_trainer("models.recurrence.training.train")
     for card in rec.train_all((out / "recurrence") if out else _train_target("recurrence"), seed=seed):
         typer.echo(f"recurrence: {card.name} {card.version} written")
     typer.echo(f"done in {time.monotonic() - started:.0f} s")
@@ -236,7 +232,7 @@ def train_text(config: ConfigOpt = None) -> None:
     from models.text.embedding import text_model_dir
 
     settings = load_settings(config)
-    path = _import_trainer("models.text.embedding").export_minilm_onnx(
+    path = _import_trainer("models.text.training.export").export_minilm_onnx(
         text_model_dir(settings.models_dir, settings.data_dir))
     typer.echo(f"sentence encoder written to {path}")
 
@@ -259,7 +255,7 @@ def train_mammography(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, re
     Each image is paired with the CSV's image of the same study and view from the other breast
     (the network's second input channel); an image without one is paired with itself.
     """
-    _train_own("models.mammography.train", dicom_dir, labels, out, resume)
+    _train_own("models.mammography.training.train", dicom_dir, labels, out, resume)
 
 
 @train_app.command("slides")
@@ -268,7 +264,7 @@ def train_slides(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, resume:
 
     labels CSV: series or study UID, label (0/1).
     """
-    _train_own("models.slides.train", dicom_dir, labels, out, resume)
+    _train_own("models.slides.training.train", dicom_dir, labels, out, resume)
 
 
 def _import_trainer(module: str):

@@ -18,8 +18,8 @@ from pydicom import dcmread
 from pynetdicom import AE
 from rich.progress import Progress
 
-from cds.contracts.domain import PatientRef
 from app.service import Service
+from cds.contracts.domain import PatientRef
 from cds.contracts.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+
+from cds.contracts.settings import Settings
 from cds.dispatch.dispatcher import Dispatcher
-from cds.scheduling.workers import WorkerPool
 from cds.pipeline.handlers import Pipeline
 from cds.pipeline.registry import ModelRegistry, build_registry
 from cds.scheduling.stability import StabilityScheduler, check_stable
-from cds.contracts.settings import Settings
+from cds.scheduling.workers import WorkerPool
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
 

@@ -96,8 +96,8 @@ def main() -> None:
 
         import torch
 
-        from models.mammography.net import ExportWrapper
-        from models.mammography.train import net_for_config
+        from models.mammography.training.net import ExportWrapper
+        from models.mammography.training.train import net_for_config
 
         torch.set_num_threads(args.threads)
         shipped = model.card.extra.get("training", {}).get("config", {})

@@ -83,8 +83,8 @@ def _timed(fn, repeats: int) -> tuple[float, object]:
 def _bench_size(size: int, n: int, args, model, tnets) -> dict:
     from models.slides.analysis import analyze_slide
     from models.slides.calibrate import apply_map
-    from synthetic.phantoms.slides import SlideTruth
     from models.slides.reader import open_slide
+    from synthetic.phantoms.slides import SlideTruth
 
     work = (args.dir / str(size)) if args.dir else Path(tempfile.mkdtemp(prefix=f"bench-slides-{size}-"))
     seed = args.seed + size  # a distinct held-out seed range per size
@@ -105,7 +105,7 @@ def _bench_size(size: int, n: int, args, model, tnets) -> dict:
     for tr in truths:
         row = {"label": int(tr.has_metastasis), "occult": tr.occult}
         for mode in ("two_stage", "full"):
-            secs, raw = _timed(lambda: run(tr, mode), args.repeats)
+            secs, raw = _timed(lambda tr=tr, mode=mode: run(tr, mode), args.repeats)
             row[f"{mode}_s"] = secs
             row[f"{mode}_p"] = float(apply_map(model.calibration, np.array([raw.slide_logit]))[0])
             row[f"{mode}_timings"] = raw.timings
@@ -189,8 +189,8 @@ def main() -> None:
     if not args.no_torch:
         import torch
 
-        from models.slides.nets import GatedAttentionMIL, PatchCNN, TileEncoder, TorchTileNets
-        from models.slides.train import TORCH_FILE
+        from models.slides.training.nets import GatedAttentionMIL, PatchCNN, TileEncoder, TorchTileNets
+        from models.slides.training.train import TORCH_FILE
 
         torch.set_num_threads(args.threads)
         s1, enc, mil = PatchCNN(), TileEncoder(), GatedAttentionMIL()

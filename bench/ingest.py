@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conformance.peers.manage import OrthancServer, free_port, stop_process, wait_port_open
+from conformance.peers.orthanc import OrthancServer
+from conformance.peers.process import free_port, stop_process, wait_port_open
 from synthetic.phantoms.mammography import generate_fast_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ Run: ``nice .venv/bin/python -m bench.recurrence`` (``--repeats 1`` for a quick 
 
 Part 1 (real data): GBSG2, R repeats x 5-fold CV stratified on event status and early/late time.
 In every training fold the clinical MRRP branch runs the shipped recipe
-(``models.recurrence.train.fit_clinical``): weight decay, width and epochs chosen by an inner 3-fold
+(``models.recurrence.training.train.fit_clinical``): weight decay, width and epochs chosen by an inner 3-fold
 CV on that training fold only (validation partial likelihood), calibration slope from the inner
 out-of-fold predictions, an ensemble of 5 seeds, Breslow baseline on the training fold; the peers are trained on the same folds (CoxPH: lifelines defaults on
 the raw GBSG2 covariates; RSF: scikit-survival, 100 trees, min 15 samples per leaf, sqrt features,
@@ -51,10 +51,10 @@ from sksurv.ensemble import RandomSurvivalForest
 from sksurv.metrics import cumulative_dynamic_auc, integrated_brier_score
 from sksurv.util import Surv
 
-from models.recurrence import cohort
 from models.recurrence.features import FeatureSpec, fit_scalers, standardize
 from models.recurrence.survival import DAYS_PER_YEAR, HORIZONS_YEARS, calibration_slope
-from models.recurrence.train import TrainConfig, fit_clinical, fit_network, predict
+from models.recurrence.training import cohort
+from models.recurrence.training.train import TrainConfig, fit_clinical, fit_network, predict
 
 IBS_YEARS = np.linspace(1.0, 6.0, 21)
 

@@ -16,15 +16,10 @@ import httpx
 import pytest
 
 from conformance.config import ConformanceConfig
-from conformance.peers.manage import (
-    DICOMWEB_PLUGIN,
-    LOOPBACK,
-    FhirServer,
-    OrthancServer,
-    PeerUnavailable,
-    StoreScp,
-    dcmtk_missing_reason,
-)
+from conformance.peers.dcmtk import StoreScp
+from conformance.peers.fhir_server import FhirServer
+from conformance.peers.orthanc import DICOMWEB_PLUGIN, OrthancServer
+from conformance.peers.process import LOOPBACK, PeerUnavailable, dcmtk_missing_reason
 
 RECIPE_DIR = Path(__file__).resolve().parent / "orthanc"
 ROUTING_LUA = RECIPE_DIR / "route_to_cds.lua"

@@ -7,7 +7,6 @@ results" conditions instead of waiting for a timeout.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import uuid
@@ -15,31 +14,9 @@ from typing import Any
 
 import httpx
 
-from conformance.peers.manage import CdsServe
+from conformance.peers.cds_serve import CdsServe
 
 RESULT_SYSTEM = "urn:breast-cds:result"
-
-# Parts of the plugin the end-to-end path goes through: module -> what is missing without it.
-REQUIRED_PARTS = {
-    "app.cli": "`cds serve` (the CLI)",
-    "app.service": "the service assembly (listener, scheduler, workers, dispatcher)",
-    "listeners.dicom_scp": "the DICOM listener",
-    "cds.fhir.context": "FHIR clinical context (Patient/Observation/DiagnosticReport pull)",
-    "cds.writers.outputs": "the output writers (SEG, SR, FHIR resources)",
-    "cds.dispatch.dispatcher": "the outbox dispatcher (C-STORE/STOW-RS to the PACS, POST to FHIR)",
-}
-
-
-def missing_parts() -> list[str]:
-    """Parts of the plugin the end-to-end path needs that cannot be imported in this build."""
-    out = []
-    for module, what in REQUIRED_PARTS.items():
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            out.append(f"{what}: `import {module}` fails ({exc})")
-    return out
-
 
 MODEL_NOT_LOADED = re.compile(r"model (\S+) not loaded: (.*)")
 

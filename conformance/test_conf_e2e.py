@@ -29,31 +29,19 @@ from conformance.e2e_support import (
     RESULT_SYSTEM,
     SeedError,
     dead_ids,
-    missing_parts,
     plugin_env,
     plugin_problem,
     seed_fhir,
 )
-from conformance.peers.manage import (
-    LOOPBACK,
-    CdsServe,
-    OrthancServer,
-    StoreScp,
-    missing_tools,
-    run_tool,
-    storescu,
-)
+from conformance.peers.cds_serve import CdsServe
+from conformance.peers.dcmtk import StoreScp, run_tool, storescu
+from conformance.peers.orthanc import OrthancServer
+from conformance.peers.process import LOOPBACK, missing_tools
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 RESULT_TIMEOUT_S = float(os.environ.get("CONF_RESULT_TIMEOUT_S", "240"))
 SOURCE_AET = "MODALITY1"
-def require_parts() -> None:
-    missing = missing_parts()
-    if missing:
-        pytest.fail("the plugin is not complete:\n  - " + "\n  - ".join(missing), pytrace=False)
-
-
 def seed(fhir: FhirPeer, patient) -> str:
     try:
         return seed_fhir(fhir.base_url, patient)
@@ -110,10 +98,8 @@ class Plugin:
         return plugin_problem(self.serve, kinds, ignore=self.earlier_dead)
 
     def diagnose(self) -> str:
-        parts = missing_parts()
-        head = ("missing parts: " + "; ".join(parts) + "\n") if parts else ""
         return (
-            f"{head}--- cds status ---\n{self.serve.status_text()[-4000:]}\n"
+            f"--- cds status ---\n{self.serve.status_text()[-4000:]}\n"
             f"--- cds serve log ---\n{self.serve.log_tail(60)}"
         )
 
@@ -122,7 +108,6 @@ class Plugin:
 def plugin(
     conf_config, fhir_peer: FhirPeer, orthanc_peer: OrthancPeer, cds_standin: StoreScp, tmp_path_factory
 ) -> Iterator[Plugin]:
-    require_parts()
     from cds.contracts.domain import PatientRef
 
     work = tmp_path_factory.mktemp("e2e")
@@ -471,7 +456,6 @@ def _retrying_forever(serve: CdsServe) -> str | None:
 
 
 def test_orthanc_refusing_results_ends_in_dead_letter(conf_config, tmp_path: Path):
-    require_parts()
     from cds.contracts.domain import PatientRef
 
     strict = OrthancServer(tmp_path / "orthanc-strict", aet="STRICTPACS", stable_age=60, extra_config=STRICT_ORTHANC)
@@ -510,7 +494,6 @@ def test_orthanc_refusing_results_ends_in_dead_letter(conf_config, tmp_path: Pat
 
 
 def test_fhir_4xx_ends_in_dead_letter(conf_config, fhir_peer: FhirPeer, orthanc_peer: OrthancPeer, tmp_path: Path):
-    require_parts()
     if fhir_peer.local is None:
         pytest.skip(
             "forcing 4xx on writes needs the local FHIR peer's test hook (/$test/fail-next); "

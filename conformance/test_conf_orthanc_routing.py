@@ -21,7 +21,8 @@ from pydicom import dcmread
 
 from conformance import samples
 from conformance.conftest import CDS_AET, CDS_MODALITY, OrthancPeer
-from conformance.peers.manage import free_port, storescu
+from conformance.peers.dcmtk import storescu
+from conformance.peers.process import free_port
 
 pytestmark = pytest.mark.peers
 

@@ -21,15 +21,15 @@ from typing import Any
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification
 
-from cds.store.durable import OUT_OF_SPACE
 from cds.contracts.settings import Settings
-from cds.store import Store
 from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
 )
 from cds.intake.spool import refuse, spool_instance
+from cds.store import Store
+from cds.store.durable import OUT_OF_SPACE
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,7 @@ class DicomListener:
         ae = event.assoc.requestor.ae_title
         log.info("calling AE %r: %s", ae, reason)
         # A PACS proposes the same classes on every association: record a refusal set once a day.
-        if not self.store.query("SELECT 1 FROM rejections WHERE calling_ae=? AND reason=? AND at>?",
-                                (ae, reason, time.time() - 86400)):
+        if not self.store.rejection_recorded_since(ae, reason, time.time() - 86400):
             self.store.record_rejection(ae, "", 0x0122, reason)
 
     def _on_store(self, event: Any) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,15 @@ from PIL import Image
 from skimage.draw import polygon_perimeter
 from skimage.transform import resize
 
-from cds.contracts.domain import Calibrated, ClinicalContext, ModelIdentity, PatientRef, RecurrenceResult, StudyAnalysis
+from cds.contracts.domain import (
+    Calibrated,
+    ClinicalContext,
+    MammoImageFinding,
+    ModelIdentity,
+    PatientRef,
+    RecurrenceResult,
+    StudyAnalysis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +103,87 @@ def _summary_row(label: str, cal: Calibrated, model: ModelIdentity, positive: st
             "decision": positive if cal.positive else negative, "model": f"{model.name} {model.version}"}
 
 
+CLINICAL_INPUTS = ("age_years", "tumour_size_mm", "positive_nodes", "grade", "er", "pr", "her2", "ki67",
+                   "menopausal_status")
+
+
+def _source_rgb(img: MammoImageFinding, source_paths: dict[str, Path]) -> np.ndarray:
+    """The image's pixels as RGB, or a grey placeholder of its size when the file is not on disk."""
+    import pydicom
+
+    path = source_paths.get(img.sop_instance_uid)
+    if path is None or not Path(path).exists():
+        # The report must still go out (the numbers matter more than the picture).
+        log.warning("report: source image %s not on disk; shown without image", img.sop_instance_uid)
+        return np.full((img.rows, img.columns, 3), 128.0)
+    return gray_to_rgb(pydicom.dcmread(path).pixel_array)
+
+
+def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: dict[str, Path]) -> dict:
+    """One mammogram's card: its numbers, the image and the image with heatmap and lesion outlines."""
+    rgb = _source_rgb(img, source_paths)
+    heat = img.heatmap.load(work_dir) if img.heatmap else None
+    scale = _fit(rgb.shape[:2])[0] / rgb.shape[0]
+    polys = [[(x * scale, y * scale) for x, y in les.polygon] for les in img.lesions]
+    small = _small(rgb)
+    return {
+        "label": f"{img.laterality} {img.view}".strip() or img.sop_instance_uid,
+        "predicted": img.predicted_class.replace("_", " "),
+        "malignancy": _fmt(img.malignancy.probability), "positive": img.malignancy.positive,
+        "threshold": _fmt(img.malignancy.threshold), "n_lesions": len(img.lesions),
+        "image": _image_uri(small), "overlay": _image_uri(overlay(small, heat, polys)),
+        "lesions": [{"id": les.tracking_id, "score": f"{les.score:.2f}",
+                     "box": ", ".join(f"{v:.0f}" for v in les.box),
+                     "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
+                    for les in img.lesions],
+    }
+
+
+def _slide_context(a: StudyAnalysis) -> dict:
+    """The slide's card: metastasis probability, attention map and the top tiles that have an image."""
+    s = a.slide
+    att = s.attention_map.load(a.work_dir)
+    shape = _fit((s.base_rows, s.base_columns))
+    att_big = resize(att, shape, order=1, preserve_range=True)
+    base = np.full((*shape, 3), 235.0)
+    tiles = []
+    for t in s.top_tiles:
+        tiles.append({"image": _image_uri(t.image.load(a.work_dir)) if t.image else "",
+                      "pos": f"{t.x}, {t.y}", "attention": f"{t.attention:.3f}",
+                      "probability": _fmt(t.probability) if t.probability is not None else "-"})
+    return {"study_uid": a.study_instance_uid, "probability": _fmt(s.metastasis.probability),
+            "positive": s.metastasis.positive, "threshold": _fmt(s.metastasis.threshold),
+            "stage1": s.tiles_stage1, "stage2": s.tiles_stage2,
+            "attention": _image_uri(overlay(base, att_big, [])),
+            "tiles": [t for t in tiles if t["image"]]}
+
+
+def _recurrence_context(recurrence: RecurrenceResult) -> tuple[dict, dict]:
+    """The recurrence section and its summary-table row."""
+    rec = {"group": recurrence.risk_group, "score": f"{recurrence.risk_score:.3f}",
+           "cutoff": f"{recurrence.cutoff:.3f}",
+           "risks": [(y, _fmt(p)) for y, p in sorted(recurrence.absolute_risk.items())],
+           "present": ", ".join(recurrence.modalities_present) or "none",
+           "missing": ", ".join(recurrence.modalities_missing) or "none"}
+    row = {"label": "Recurrence risk group", "value": recurrence.risk_group.upper(),
+           "positive": recurrence.risk_group == "high",
+           "decision": f"5-year risk {_fmt(recurrence.absolute_risk[5])}"
+           if 5 in recurrence.absolute_risk else "", "model": f"{recurrence.model.name} {recurrence.model.version}"}
+    return rec, row
+
+
+def _clinical_inputs(clinical: ClinicalContext) -> tuple[list[dict], list[str]]:
+    """The clinical inputs present (name, shown value, source) and the names of those missing."""
+    inputs = [{"name": k, "value": _show(clinical.values[k]),
+               "source": (clinical.sources[k].display or clinical.sources[k].reference) if k in clinical.sources else "-"}
+              for k in CLINICAL_INPUTS if k in clinical.values]
+    missing = [k for k in CLINICAL_INPUTS if k not in clinical.values]
+    return inputs, missing
+
+
 def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,
                    recurrence: RecurrenceResult | None, source_paths: dict[str, Path]) -> dict[str, Any]:
     """Everything the template shows, as plain values and PNG data URIs."""
-    import pydicom
-
     models: dict[str, ModelIdentity] = {}
     calib: dict[str, str] = {}
     summary, mammo, slides = [], [], []
@@ -110,72 +194,23 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
             calib[a.model.device_uid] = _threshold_text(m.exam_malignancy)
             summary.append(_summary_row("Mammography malignancy (exam)", m.exam_malignancy, a.model,
                                         "suspicious", "not suspicious"))
-            imgs = []
-            for img in m.images:
-                path = source_paths.get(img.sop_instance_uid)
-                if path is None or not Path(path).exists():
-                    # The report must still go out (the numbers matter more than the picture).
-                    log.warning("report: source image %s not on disk; shown without image", img.sop_instance_uid)
-                    rgb = np.full((img.rows, img.columns, 3), 128.0)
-                else:
-                    rgb = gray_to_rgb(pydicom.dcmread(path).pixel_array)
-                heat = img.heatmap.load(a.work_dir) if img.heatmap else None
-                scale = _fit(rgb.shape[:2])[0] / rgb.shape[0]
-                polys = [[(x * scale, y * scale) for x, y in les.polygon] for les in img.lesions]
-                small = _small(rgb)
-                imgs.append({
-                    "label": f"{img.laterality} {img.view}".strip() or img.sop_instance_uid,
-                    "predicted": img.predicted_class.replace("_", " "),
-                    "malignancy": _fmt(img.malignancy.probability), "positive": img.malignancy.positive,
-                    "threshold": _fmt(img.malignancy.threshold), "n_lesions": len(img.lesions),
-                    "image": _image_uri(small), "overlay": _image_uri(overlay(small, heat, polys)),
-                    "lesions": [{"id": les.tracking_id, "score": f"{les.score:.2f}",
-                                 "box": ", ".join(f"{v:.0f}" for v in les.box),
-                                 "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
-                                for les in img.lesions],
-                })
-            mammo.append({"study_uid": a.study_instance_uid, "images": imgs})
+            mammo.append({"study_uid": a.study_instance_uid,
+                          "images": [_mammo_image_context(img, a.work_dir, source_paths) for img in m.images]})
         if a.slide:
-            s = a.slide
-            calib[a.model.device_uid] = _threshold_text(s.metastasis)
-            summary.append(_summary_row("Lymph-node metastasis", s.metastasis, a.model,
+            calib[a.model.device_uid] = _threshold_text(a.slide.metastasis)
+            summary.append(_summary_row("Lymph-node metastasis", a.slide.metastasis, a.model,
                                         "metastasis suspected", "not suspected"))
-            att = s.attention_map.load(a.work_dir)
-            shape = _fit((s.base_rows, s.base_columns))
-            att_big = resize(att, shape, order=1, preserve_range=True)
-            base = np.full((*shape, 3), 235.0)
-            tiles = []
-            for t in s.top_tiles:
-                tiles.append({"image": _image_uri(t.image.load(a.work_dir)) if t.image else "",
-                              "pos": f"{t.x}, {t.y}", "attention": f"{t.attention:.3f}",
-                              "probability": _fmt(t.probability) if t.probability is not None else "-"})
-            slides.append({"study_uid": a.study_instance_uid, "probability": _fmt(s.metastasis.probability),
-                           "positive": s.metastasis.positive, "threshold": _fmt(s.metastasis.threshold),
-                           "stage1": s.tiles_stage1, "stage2": s.tiles_stage2,
-                           "attention": _image_uri(overlay(base, att_big, [])),
-                           "tiles": [t for t in tiles if t["image"]]})
+            slides.append(_slide_context(a))
     rec = None
     if recurrence is not None:
         models[recurrence.model.device_uid] = recurrence.model
         calib[recurrence.model.device_uid] = f"risk groups at cut-off {recurrence.cutoff:.3f}"
-        rec = {"group": recurrence.risk_group, "score": f"{recurrence.risk_score:.3f}",
-               "cutoff": f"{recurrence.cutoff:.3f}",
-               "risks": [(y, _fmt(p)) for y, p in sorted(recurrence.absolute_risk.items())],
-               "present": ", ".join(recurrence.modalities_present) or "none",
-               "missing": ", ".join(recurrence.modalities_missing) or "none"}
-        summary.append({"label": "Recurrence risk group", "value": recurrence.risk_group.upper(),
-                        "positive": recurrence.risk_group == "high",
-                        "decision": f"5-year risk {_fmt(recurrence.absolute_risk[5])}"
-                        if 5 in recurrence.absolute_risk else "", "model": f"{recurrence.model.name} {recurrence.model.version}"})
-    expected = ("age_years", "tumour_size_mm", "positive_nodes", "grade", "er", "pr", "her2", "ki67",
-                "menopausal_status")
-    inputs = [{"name": k, "value": _show(clinical.values[k]),
-               "source": (clinical.sources[k].display or clinical.sources[k].reference) if k in clinical.sources else "-"}
-              for k in expected if k in clinical.values]
-    missing = [k for k in expected if k not in clinical.values]
+        rec, row = _recurrence_context(recurrence)
+        summary.append(row)
+    inputs, missing = _clinical_inputs(clinical)
     notice = next((m.notice for m in models.values() if m.notice), "")
     return {
-        "patient": patient, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "patient": patient, "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "notice": notice, "summary": summary, "mammo": mammo, "slides": slides, "recurrence": rec,
         "inputs": inputs, "missing_inputs": ", ".join(missing), "us_text": clinical.ultrasound_report_text[:400],
         "models": [{"name": m.name, "version": m.version, "device_uid": m.device_uid,

@@ -20,7 +20,9 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 from skimage import measure
 
+from cds.contracts.cards import device_uid
 from cds.contracts.domain import (
+    ArrayFile,
     Calibrated,
     CaseInput,
     InstanceRecord,
@@ -34,9 +36,7 @@ from cds.contracts.domain import (
     SlideTile,
     StudyAnalysis,
     StudyInput,
-    ArrayFile,
 )
-from cds.contracts.cards import device_uid
 from synthetic.phantoms.dicom_common import base_dataset, new_uid, save_dataset
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -64,7 +64,7 @@ def write_mammogram(path: Path, patient: PatientRef, study_uid: str, *, seed: in
     img = 900 + 250 * tissue / (tissue.std() + 1e-9)
     breast = (xx < columns * (0.85 + 0.1 * np.sin(yy / rows * np.pi)))
     img = np.where(breast, img, 80)
-    for b in range(blobs):
+    for _b in range(blobs):
         cy, cx = rng.uniform(0.25, 0.75) * rows, rng.uniform(0.2, 0.6) * columns
         r = rng.uniform(10, 20)
         img += 1500 * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)) ** 2)
@@ -99,20 +99,7 @@ def write_slide(path: Path, patient: PatientRef, study_uid: str, *, seed: int = 
     """A single-level tiled (TILED_FULL) VL Whole Slide Microscopy image: pink tissue, dark nests."""
     rng = np.random.default_rng(seed)
     rows, cols = tile * tiles_y, tile * tiles_x
-    yy, xx = np.mgrid[0:rows, 0:cols]
-    tissue = ndimage.gaussian_filter(rng.normal(0, 1, (rows, cols)), 20) > -0.3
-    nests = np.zeros((rows, cols))
-    for _ in range(3):
-        cy, cx, r = rng.uniform(0.2, 0.8) * rows, rng.uniform(0.2, 0.8) * cols, rng.uniform(25, 45)
-        nests += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
-    nests = np.clip(nests, 0, 1) * tissue
-    rgb = np.empty((rows, cols, 3))
-    rgb[..., 0] = 240 - 60 * tissue - 120 * nests
-    rgb[..., 1] = 240 - 120 * tissue - 60 * nests
-    rgb[..., 2] = 240 - 50 * tissue + 10 * nests
-    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
-    frames = rgb.reshape(tiles_y, tile, tiles_x, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
-
+    frames = _slide_frames(rng, tile, tiles_y, tiles_x)
     series_uid = new_uid(f"{study_uid}/sm-series/{seed}")
     ds = base_dataset(patient, study_uid, series_uid, VL_WSM, "SM", 1, 1,
                       sop_instance_uid=new_uid(f"{study_uid}/sm/{seed}"))
@@ -125,6 +112,39 @@ def write_slide(path: Path, patient: PatientRef, study_uid: str, *, seed: int = 
     ds.Rows = ds.Columns = tile
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.NumberOfFrames = frames.shape[0]
+    _set_slide_geometry(ds, rows, cols)
+    _set_slide_specimen_and_optics(ds, new_uid(f"{study_uid}/specimen/{seed}"))
+    ds.AcquisitionDateTime = "20260101090000"
+    ds.VolumetricProperties = "VOLUME"
+    ds.SpecimenLabelInImage = "NO"
+    ds.BurnedInAnnotation = "NO"
+    ds.FocusMethod = "AUTO"
+    ds.ExtendedDepthOfField = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PixelData = frames.tobytes()
+    return save_dataset(ds, path)
+
+
+def _slide_frames(rng: np.random.Generator, tile: int, tiles_y: int, tiles_x: int) -> np.ndarray:
+    """Pink tissue with dark-purple nests, cut into (n_tiles, tile, tile, 3) uint8 frames, row by row."""
+    rows, cols = tile * tiles_y, tile * tiles_x
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    tissue = ndimage.gaussian_filter(rng.normal(0, 1, (rows, cols)), 20) > -0.3
+    nests = np.zeros((rows, cols))
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0.2, 0.8) * rows, rng.uniform(0.2, 0.8) * cols, rng.uniform(25, 45)
+        nests += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
+    nests = np.clip(nests, 0, 1) * tissue
+    rgb = np.empty((rows, cols, 3))
+    rgb[..., 0] = 240 - 60 * tissue - 120 * nests
+    rgb[..., 1] = 240 - 120 * tissue - 60 * nests
+    rgb[..., 2] = 240 - 50 * tissue + 10 * nests
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    return rgb.reshape(tiles_y, tile, tiles_x, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
+
+
+def _set_slide_geometry(ds: Dataset, rows: int, cols: int) -> None:
+    """Total pixel matrix, slide orientation and origin, imaged volume and shared pixel measures."""
     ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = rows, cols
     ds.TotalPixelMatrixFocalPlanes = 1
     ds.NumberOfOpticalPaths = 1
@@ -151,6 +171,10 @@ def write_slide(path: Path, patient: PatientRef, study_uid: str, *, seed: int = 
     wfc.FrameType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     shared.WholeSlideMicroscopyImageFrameTypeSequence = [wfc]
     ds.SharedFunctionalGroupsSequence = [shared]
+
+
+def _set_slide_specimen_and_optics(ds: Dataset, specimen_uid: str) -> None:
+    """Container and specimen description, and the one brightfield optical path."""
     ds.ContainerIdentifier = "SYN-SLIDE-1"
     ds.IssuerOfTheContainerIdentifierSequence = []
     ctype = Dataset()
@@ -158,7 +182,7 @@ def write_slide(path: Path, patient: PatientRef, study_uid: str, *, seed: int = 
     ds.ContainerTypeCodeSequence = [ctype]
     spec = Dataset()
     spec.SpecimenIdentifier = "SYN-SPEC-1"
-    spec.SpecimenUID = new_uid(f"{study_uid}/specimen/{seed}")
+    spec.SpecimenUID = specimen_uid
     spec.IssuerOfTheSpecimenIdentifierSequence = []
     spec.SpecimenPreparationSequence = []
     ds.SpecimenDescriptionSequence = [spec]
@@ -171,15 +195,6 @@ def write_slide(path: Path, patient: PatientRef, study_uid: str, *, seed: int = 
     itype.CodeValue, itype.CodingSchemeDesignator, itype.CodeMeaning = "111744", "DCM", "Brightfield illumination"
     op.IlluminationTypeCodeSequence = [itype]
     ds.OpticalPathSequence = [op]
-    ds.AcquisitionDateTime = "20260101090000"
-    ds.VolumetricProperties = "VOLUME"
-    ds.SpecimenLabelInImage = "NO"
-    ds.BurnedInAnnotation = "NO"
-    ds.FocusMethod = "AUTO"
-    ds.ExtendedDepthOfField = "NO"
-    ds.LossyImageCompression = "00"
-    ds.PixelData = frames.tobytes()
-    return save_dataset(ds, path)
 
 
 def instance_record(path: Path) -> InstanceRecord:

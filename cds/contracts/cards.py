@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,11 @@ class ModelCard(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: dict[str, str] = Field(default_factory=dict)
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     card_schema: int = 1
 
     @model_validator(mode="after")
-    def _notice_for_synthetic(self) -> "ModelCard":
+    def _notice_for_synthetic(self) -> ModelCard:
         if self.synthetic_trained and NOT_FOR_CLINICAL_USE.lower().rstrip(".") not in self.notice.lower():
             self.notice = (self.notice + " " + NOT_FOR_CLINICAL_USE).strip()
         return self
@@ -72,5 +72,5 @@ class ModelCard(BaseModel):
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "ModelCard":
+    def read(cls, path: Path) -> ModelCard:
         return cls.model_validate_json(path.read_text())

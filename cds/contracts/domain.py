@@ -10,7 +10,7 @@ job's work folder, so a result row in the store stays small.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,7 @@ NOT_FOR_CLINICAL_USE = "Trained on synthetic data, not for clinical use."
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Frozen(BaseModel):
@@ -107,14 +107,15 @@ class ArrayFile(Frozen):
     dtype: str
 
     @classmethod
-    def save(cls, base: Path, rel: str, array: np.ndarray) -> "ArrayFile":
+    def save(cls, base: Path, rel: str, array: np.ndarray) -> ArrayFile:
         target = base / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         np.save(target, array)
         return cls(path=rel, shape=tuple(int(s) for s in array.shape), dtype=str(array.dtype))
 
     def load(self, base: Path) -> np.ndarray:
-        return np.load(base / self.path)
+        array: np.ndarray = np.load(base / self.path)
+        return array
 
 
 class Calibrated(Frozen):

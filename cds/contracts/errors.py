@@ -37,3 +37,7 @@ class ModelUnavailable(CdsError):
 
 class InvalidWeights(ModelUnavailable):
     """A weight file or card exists but fails validation (checksum, schema, synthetic notice)."""
+
+
+class InputError(PermanentError):
+    """The input cannot be read or used as it is; the message names the file, tag or resource."""

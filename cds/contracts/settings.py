@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     def store_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'cds.sqlite3'}"
 
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` of a job or an output: the one backoff policy."""
+        delay: float = min(self.job_backoff_base_s * (2 ** max(attempt - 1, 0)), self.job_backoff_max_s)
+        return delay
+
     @property
     def pacs_configured(self) -> bool:
         return bool(self.pacs_host and self.pacs_ae_title) or bool(self.dicomweb_url)

@@ -1,1 +1,1 @@
-"""cds/dispatch"""
+"""Outbox dispatch: deliver every queued output to its destination, exactly once."""

@@ -63,7 +63,7 @@ class FhirClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "FhirClient":
+    def __enter__(self) -> FhirClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

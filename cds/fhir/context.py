@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from cds.contracts.domain import ClinicalContext, PatientRef, SourceRef
@@ -170,7 +170,7 @@ def clinical_context_from(source: _Source, settings: Settings, patient: PatientR
     ref = f"Patient/{pat['id']}"
     values: dict[str, float | str] = {}
     sources: dict[str, SourceRef] = {}
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     age = _age_years(pat.get("birthDate", "") or patient.birth_date, today)
     if age is not None:
         values["age_years"] = age

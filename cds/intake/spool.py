@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cds.contracts.domain import InstanceRecord
-from cds.store.durable import OUT_OF_SPACE, move_durable
 from cds.contracts.settings import Settings
-from cds.store import Store
 from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
@@ -25,6 +23,8 @@ from cds.intake.instance_check import (
     InstanceProblem,
     inspect_instance,
 )
+from cds.store import Store
+from cds.store.durable import OUT_OF_SPACE, move_durable
 
 log = logging.getLogger(__name__)
 

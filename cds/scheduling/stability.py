@@ -12,6 +12,7 @@ import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from cds.contracts.handoffs import CaseJobPayload
 from cds.contracts.settings import Settings
 from cds.store import Store
 
@@ -35,7 +36,7 @@ def refresh_cases(settings: Settings, store: Store) -> int:
     bucket = int(now // max(settings.case_refresh_interval_s, 1.0))
     patients = store.active_patients(now - settings.case_refresh_window_days * 86400)
     for key in patients:
-        store.enqueue("case", f"case:{key}:refresh:{bucket}", {"patient_key": key},
+        store.enqueue("case", f"case:{key}:refresh:{bucket}", CaseJobPayload(patient_key=key),
                       settings.job_max_attempts)
     return len(patients)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
+from cds.contracts.errors import PermanentError
+from cds.contracts.handoffs import JobHandler
 from cds.contracts.settings import Settings
-from cds.store import Job, Store, worker_name
+from cds.store import Store, worker_name
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Job], str | None]
 
 CASE_KINDS = ("case",)
 LANES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -27,16 +27,8 @@ LANES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 """Job kinds each worker lane claims, as (only, exclude)."""
 
 
-class PermanentJobError(Exception):
-    """The job can never succeed as it stands (bad input, unsupported data): dead-letter now."""
-
-
-def backoff_delay(settings: Settings, attempt: int) -> float:
-    return min(settings.job_backoff_base_s * (2 ** max(attempt - 1, 0)), settings.job_backoff_max_s)
-
-
 class WorkerPool:
-    def __init__(self, settings: Settings, store: Store, handlers: dict[str, Handler]) -> None:
+    def __init__(self, settings: Settings, store: Store, handlers: dict[str, JobHandler]) -> None:
         self.settings = settings
         self.store = store
         self.handlers = handlers
@@ -56,11 +48,13 @@ class WorkerPool:
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
         try:
             note = handler(job)
-        except PermanentJobError as exc:
+        except PermanentError as exc:
             self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None)
             log.error("job %d dead: %s", job.id, exc)
-        except Exception as exc:  # retried with backoff until max_attempts, then dead
-            delay = backoff_delay(self.settings, job.attempts)
+        except Exception as exc:
+            # TransientError, and anything unforeseen (a bug): retried with backoff until
+            # max_attempts, then dead, so nothing is lost; the traceback goes to the log.
+            delay = self.settings.backoff_s(job.attempts)
             state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=delay)
             log.exception("job %d failed (attempt %d), now %s", job.id, job.attempts, state)
         else:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from cds.contracts.domain import NOT_FOR_CLINICAL_USE, ModelIdentity
 from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid

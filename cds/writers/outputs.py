@@ -15,12 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
-from cds.contracts.domain import ClinicalContext, PatientRef, RecurrenceResult, StudyAnalysis
+from cds.contracts.domain import (
+    ClinicalContext,
+    ModelIdentity,
+    PatientRef,
+    RecurrenceResult,
+    StudyAnalysis,
+)
+from cds.contracts.errors import PermanentError
 from cds.contracts.settings import Settings
 from cds.writers import fhir_resources as fr
 from cds.writers import seg as segw
@@ -40,39 +48,21 @@ class OutputArtifact(BaseModel):
     description: str = ""
 
 
-def _sources_from_store(settings: Settings, study_uid: str) -> dict[str, Path]:
-    from cds.store import Store
-
-    store = Store(settings.store_url)
-    try:
-        return {r.sop_instance_uid: Path(r.path) for r in store.study_instances(study_uid)}
-    finally:
-        store.close()
-
-
-def _resolve_sources(settings: Settings, analyses: list[StudyAnalysis],
-                     sources: dict[str, Path] | None) -> dict[str, Path]:
-    found: dict[str, Path] = dict(sources or {})
-    if sources is None:
-        for a in analyses:
-            found.update(_sources_from_store(settings, a.study_instance_uid))
-    return found
-
-
 def _need(sources: dict[str, Path], uid: str, study_uid: str) -> Path:
     if uid not in sources:
-        raise ValueError(f"source instance {uid} of study {study_uid} is not in the store/spool; "
-                         "cannot reference it from the results")
+        raise PermanentError(f"source instance {uid} of study {study_uid} is not in the spool; "
+                             "cannot reference it from the results")
     return sources[uid]
 
 
 def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
-                  sources: dict[str, Path] | None = None) -> list[OutputArtifact]:
+                  sources: dict[str, Path]) -> list[OutputArtifact]:
     """SEG + TID 1500 SR + RiskAssessment for one study analysis.
 
-    ``sources`` (SOP Instance UID -> file) defaults to the store's index of the study.
+    ``sources`` (SOP Instance UID -> file) comes from the caller, never from the store: the
+    writers see only what the pipeline hands them.
     """
-    src_paths = _resolve_sources(settings, [analysis], sources)
+    src_paths = sources
     study = analysis.study_instance_uid
     model = analysis.model
     out_dir = out_dir / "study" / hashlib.sha256(output_key(study, model, "").encode()).hexdigest()[:16]
@@ -147,14 +137,14 @@ def _conclusion(analyses: list[StudyAnalysis], recurrence: RecurrenceResult | No
 
 def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
                  clinical: ClinicalContext, recurrence: RecurrenceResult | None, out_dir: Path,
-                 sources: dict[str, Path] | None = None) -> list[OutputArtifact]:
+                 sources: dict[str, Path]) -> list[OutputArtifact]:
     """Recurrence RiskAssessment (+ case SR), PDF in a DiagnosticReport, Provenance, optional
     Encapsulated PDF, for one patient case."""
     from reports.pdf import render_pdf, report_context
 
     if not analyses and recurrence is None:
         return []
-    src_paths = _resolve_sources(settings, analyses, sources)
+    src_paths = sources
     digest = _case_digest(patient, analyses, clinical, recurrence)
     case_id = f"case/{patient.key}/{digest}"
     out_dir = out_dir / "case" / digest
@@ -165,77 +155,122 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
     inputs: list[dict] = [fr.dicom_reference(a.study_instance_uid, "ImagingStudy", f"{a.modality} study")
                           for a in analyses]
     if recurrence is not None:
-        model = recurrence.model
-        extra_basis = []
-        slide = next((a for a in analyses if a.slide is not None), None)
-        if slide is not None:
-            base = src_paths.get(slide.slide.base_sop_instance_uid)  # type: ignore[union-attr]
-            if base is not None:
-                case_sr = srw.case_sr(recurrence, read_headers([base]), f"{case_id}/{slide.study_instance_uid}")
-                path = srw.save(case_sr, out_dir / "recurrence-sr.dcm")
-                arts.append(OutputArtifact(kind="dicom", path=path, resource_type="SR",
-                                           key=output_key(case_id, model, "case-sr"),
-                                           description=f"TID 1500 SR (recurrence) {case_sr.SOPInstanceUID}"))
-                extra_basis.append(fr.dicom_reference(str(case_sr.SOPInstanceUID), None,
-                                                      "DICOM SR (TID 1500) with the recurrence risk"))
-            extra_basis.append(fr.dicom_reference(slide.study_instance_uid, "ImagingStudy", "Slide study"))
-        key = output_key(case_id, model, "fhir-recurrence")
-        ra = fr.risk_assessment_recurrence(key=key, settings=settings, patient=patient, rec=recurrence,
-                                           clinical=clinical, extra_basis=extra_basis)
-        arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "recurrence-riskassessment.json"),
-                                   key=key, resource_type="RiskAssessment", description="RiskAssessment: recurrence"))
-        targets.append({"type": "RiskAssessment", "identifier": fr.identifier(key)})
+        rec_arts, rec_key = _recurrence_outputs(settings, patient, analyses, clinical, recurrence,
+                                                case_id, out_dir, src_paths)
+        arts += rec_arts
+        targets.append({"type": "RiskAssessment", "identifier": fr.identifier(rec_key)})
         inputs += [fr.source_reference(s) for s in recurrence.inputs]
     else:
         inputs += [fr.source_reference(s) for s in clinical.sources.values()]
-    for a in analyses:  # the study-level RiskAssessments written by study_outputs
-        targets.append({"type": "RiskAssessment",
-                        "identifier": fr.identifier(output_key(a.study_instance_uid, a.model,
-                                                               "fhir-riskassessment"))})
+    targets += _study_risk_assessment_targets(analyses)
 
     pdf = render_pdf(report_context(patient, analyses, clinical, recurrence, src_paths))
+    lead = recurrence.model if recurrence else analyses[0].model
+    arts.append(_pdf_output(pdf, out_dir, case_id, lead))
+    dr_art = _diagnostic_report_output(settings, patient, analyses, clinical, recurrence, pdf,
+                                       case_id, lead, when, out_dir)
+    arts.append(dr_art)
+    targets.append({"type": "DiagnosticReport", "identifier": fr.identifier(dr_art.key)})
+    arts.append(_provenance_output(case_id, lead, targets, models, inputs, when, out_dir))
+    if settings.encapsulated_pdf and analyses:
+        arts += _encapsulated_pdf_outputs(patient, analyses, pdf, case_id, lead, models, when, out_dir, src_paths)
+    return arts
+
+
+def _recurrence_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
+                        clinical: ClinicalContext, recurrence: RecurrenceResult, case_id: str, out_dir: Path,
+                        src_paths: dict[str, Path]) -> tuple[list[OutputArtifact], str]:
+    """The recurrence RiskAssessment, preceded by a case SR in the slide's study when the slide's
+    base image is on disk; returns the artifacts and the RiskAssessment's idempotency key."""
+    model = recurrence.model
+    arts: list[OutputArtifact] = []
+    extra_basis = []
+    slide = next((a for a in analyses if a.slide is not None), None)
+    if slide is not None:
+        base = src_paths.get(slide.slide.base_sop_instance_uid)  # type: ignore[union-attr]
+        if base is not None:
+            case_sr = srw.case_sr(recurrence, read_headers([base]), f"{case_id}/{slide.study_instance_uid}")
+            path = srw.save(case_sr, out_dir / "recurrence-sr.dcm")
+            arts.append(OutputArtifact(kind="dicom", path=path, resource_type="SR",
+                                       key=output_key(case_id, model, "case-sr"),
+                                       description=f"TID 1500 SR (recurrence) {case_sr.SOPInstanceUID}"))
+            extra_basis.append(fr.dicom_reference(str(case_sr.SOPInstanceUID), None,
+                                                  "DICOM SR (TID 1500) with the recurrence risk"))
+        extra_basis.append(fr.dicom_reference(slide.study_instance_uid, "ImagingStudy", "Slide study"))
+    key = output_key(case_id, model, "fhir-recurrence")
+    ra = fr.risk_assessment_recurrence(key=key, settings=settings, patient=patient, rec=recurrence,
+                                       clinical=clinical, extra_basis=extra_basis)
+    arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "recurrence-riskassessment.json"),
+                               key=key, resource_type="RiskAssessment", description="RiskAssessment: recurrence"))
+    return arts, key
+
+
+def _study_risk_assessment_targets(analyses: list[StudyAnalysis]) -> list[dict]:
+    """Provenance targets for the study-level RiskAssessments written by study_outputs."""
+    return [{"type": "RiskAssessment",
+             "identifier": fr.identifier(output_key(a.study_instance_uid, a.model, "fhir-riskassessment"))}
+            for a in analyses]
+
+
+def _pdf_output(pdf: bytes, out_dir: Path, case_id: str, lead: ModelIdentity) -> OutputArtifact:
+    """Write the clinician PDF to the case folder."""
     pdf_path = out_dir / "report.pdf"
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     pdf_path.write_bytes(pdf)
-    arts.append(OutputArtifact(kind="pdf", path=pdf_path, key=output_key(case_id, recurrence.model if recurrence
-                                                                         else analyses[0].model, "pdf"),
-                               resource_type="PDF", description="Clinician report (PDF)"))
-    lead = recurrence.model if recurrence else analyses[0].model
+    return OutputArtifact(kind="pdf", path=pdf_path, key=output_key(case_id, lead, "pdf"),
+                          resource_type="PDF", description="Clinician report (PDF)")
+
+
+def _diagnostic_report_output(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
+                              clinical: ClinicalContext, recurrence: RecurrenceResult | None, pdf: bytes,
+                              case_id: str, lead: ModelIdentity, when: datetime, out_dir: Path) -> OutputArtifact:
+    """The DiagnosticReport carrying the PDF and a one-paragraph conclusion."""
     key = output_key(case_id, lead, "fhir-diagnosticreport")
     dr = fr.diagnostic_report(key=key, settings=settings, patient=patient, clinical=clinical,
                               conclusion=_conclusion(analyses, recurrence), pdf=pdf,
                               study_uids=sorted({a.study_instance_uid for a in analyses}), when=when,
                               results_basis=[])
-    arts.append(OutputArtifact(kind="fhir", path=fr.write(dr, out_dir / "diagnosticreport.json"), key=key,
-                               resource_type="DiagnosticReport", description="DiagnosticReport with PDF"))
-    targets.append({"type": "DiagnosticReport", "identifier": fr.identifier(key)})
+    return OutputArtifact(kind="fhir", path=fr.write(dr, out_dir / "diagnosticreport.json"), key=key,
+                          resource_type="DiagnosticReport", description="DiagnosticReport with PDF")
 
-    key = output_key(case_id, lead, "fhir-provenance")
-    seen, uniq_inputs = set(), []
-    for ref in inputs:
+
+def _unique_references(refs: list[dict]) -> list[dict]:
+    """``refs`` without duplicates (compared as sorted JSON), first occurrence kept."""
+    seen, uniq = set(), []
+    for ref in refs:
         token = json.dumps(ref, sort_keys=True)
         if token not in seen:
             seen.add(token)
-            uniq_inputs.append(ref)
+            uniq.append(ref)
+    return uniq
+
+
+def _provenance_output(case_id: str, lead: ModelIdentity, targets: list[dict], models: list[ModelIdentity],
+                       inputs: list[dict], when: datetime, out_dir: Path) -> OutputArtifact:
+    """The Provenance of the case's results: targets, the distinct models, the distinct inputs."""
+    key = output_key(case_id, lead, "fhir-provenance")
     prov = fr.provenance(key=key, targets=targets, models=list({m.device_uid: m for m in models}.values()),
-                         inputs=uniq_inputs, when=when)
-    arts.append(OutputArtifact(kind="fhir", path=fr.write(prov, out_dir / "provenance.json"), key=key,
-                               resource_type="Provenance", description="Provenance of the case results"))
-
-    if settings.encapsulated_pdf and analyses:
-        from cds.writers.encapsulated_pdf import encapsulated_pdf, save
-
-        newest = max(analyses, key=lambda a: a.created_at)
-        uid = (newest.mammography.images[0].sop_instance_uid if newest.mammography
-               else newest.slide.base_sop_instance_uid if newest.slide else None)
-        if uid and uid in src_paths:
-            pkey = output_key(f"{case_id}/{newest.study_instance_uid}", lead, "encapsulated-pdf")
-            ds = encapsulated_pdf(pdf, read_headers([src_paths[uid]])[0], models, pkey, when)
-            arts.append(OutputArtifact(kind="dicom", path=save(ds, out_dir / "report-pdf.dcm"), key=pkey,
-                                       resource_type="DOC", description="Encapsulated PDF report"))
-        else:
-            log.warning("case %s: no source image on disk to place the Encapsulated PDF in its study", patient.key)
-    return arts
+                         inputs=_unique_references(inputs), when=when)
+    return OutputArtifact(kind="fhir", path=fr.write(prov, out_dir / "provenance.json"), key=key,
+                          resource_type="Provenance", description="Provenance of the case results")
 
 
-__all__ = ["OutputArtifact", "study_outputs", "case_outputs"]
+def _encapsulated_pdf_outputs(patient: PatientRef, analyses: list[StudyAnalysis], pdf: bytes, case_id: str,
+                              lead: ModelIdentity, models: list[ModelIdentity], when: datetime, out_dir: Path,
+                              src_paths: dict[str, Path]) -> list[OutputArtifact]:
+    """The Encapsulated PDF, placed in the newest analysed study (none if no source image is on disk)."""
+    from cds.writers.encapsulated_pdf import encapsulated_pdf, save
+
+    newest = max(analyses, key=lambda a: a.created_at)
+    uid = (newest.mammography.images[0].sop_instance_uid if newest.mammography
+           else newest.slide.base_sop_instance_uid if newest.slide else None)
+    if uid and uid in src_paths:
+        pkey = output_key(f"{case_id}/{newest.study_instance_uid}", lead, "encapsulated-pdf")
+        ds = encapsulated_pdf(pdf, read_headers([src_paths[uid]])[0], models, pkey, when)
+        return [OutputArtifact(kind="dicom", path=save(ds, out_dir / "report-pdf.dcm"), key=pkey,
+                               resource_type="DOC", description="Encapsulated PDF report")]
+    log.warning("case %s: no source image on disk to place the Encapsulated PDF in its study", patient.key)
+    return []
+
+
+__all__ = ["OutputArtifact", "case_outputs", "study_outputs"]

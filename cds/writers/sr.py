@@ -26,7 +26,15 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from cds.contracts.domain import NOT_FOR_CLINICAL_USE, Calibrated, ModelIdentity, RecurrenceResult, StudyAnalysis
+from cds.contracts.domain import (
+    NOT_FOR_CLINICAL_USE,
+    Calibrated,
+    MammoImageFinding,
+    ModelIdentity,
+    RecurrenceResult,
+    SlideTile,
+    StudyAnalysis,
+)
 from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
 
 SCHEME = "99BCDS"
@@ -135,6 +143,15 @@ def _report(model: ModelIdentity, procedure: CodedConcept, groups: list, evidenc
     return sr
 
 
+def _segments_by_tracking(segs: list[Dataset]) -> dict[str, tuple[Dataset, int]]:
+    """Tracking UID -> (SEG, segment number) for every segment of ``segs``."""
+    seg_by_tracking: dict[str, tuple[Dataset, int]] = {}
+    for seg in segs:
+        for item in seg.SegmentSequence:
+            seg_by_tracking[str(item.TrackingUID)] = (seg, int(item.SegmentNumber))
+    return seg_by_tracking
+
+
 def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
              segs: list[Dataset]) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report of one study's analysis.
@@ -142,89 +159,12 @@ def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
     ``sources`` maps SOP Instance UID -> header of each source image; ``segs`` are the SEG
     objects written for this analysis (their segments are referenced by tracking UID).
     """
-    seg_by_tracking: dict[str, tuple[Dataset, int]] = {}
-    for seg in segs:
-        for item in seg.SegmentSequence:
-            seg_by_tracking[str(item.TrackingUID)] = (seg, int(item.SegmentNumber))
-    groups: list = []
+    seg_by_tracking = _segments_by_tracking(segs)
     model = analysis.model
     if analysis.mammography is not None:
-        for img in analysis.mammography.images:
-            src = sources.get(img.sop_instance_uid)
-            if src is None:
-                raise ValueError(f"source image {img.sop_instance_uid} missing for SR of study "
-                                 f"{analysis.study_instance_uid}")
-            src_item = hd.sr.SourceImageForMeasurementGroup.from_source_image(src)
-            measurements = [_prob(CLASS_PROBABILITY[c], p, model) for c, p in img.class_probabilities.items()]
-            measurements += [_prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model),
-                             _prob(THRESHOLD, img.malignancy.threshold, model)]
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=_tracking(derived_uid(img.sop_instance_uid, model.name, "image"),
-                                              f"image-{img.laterality}{img.view}"),
-                finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
-                measurements=measurements,
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
-                    _decision(img.malignancy)],
-                source_images=[src_item]))
-            region_src = hd.sr.SourceImageForRegion.from_source_image(src)
-            for lesion in img.lesions:
-                tracking = _tracking(lesion.tracking_uid, lesion.tracking_id)
-                poly = np.asarray(lesion.polygon, dtype=np.float32)
-                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=tracking,
-                    referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                                                        graphic_data=poly, source_image=region_src),
-                    finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
-                    measurements=[_prob(LESION_SCORE, lesion.score, model),
-                                  _prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model)],
-                    qualitative_evaluations=[
-                        hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
-                        _decision(img.malignancy)]))
-                if lesion.tracking_uid in seg_by_tracking:
-                    seg, number = seg_by_tracking[lesion.tracking_uid]
-                    groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                        tracking_identifier=_tracking(lesion.tracking_uid, lesion.tracking_id),
-                        referenced_segment=_segment_ref(seg, number, src),
-                        finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
-                        measurements=[_prob(LESION_SCORE, lesion.score, model)]))
-        evidence = [sources[i.sop_instance_uid] for i in analysis.mammography.images]
+        groups, evidence = _mammography_groups(analysis, sources, seg_by_tracking)
     elif analysis.slide is not None:
-        sl = analysis.slide
-        src = sources.get(sl.base_sop_instance_uid)
-        if src is None:
-            raise ValueError(f"slide base image {sl.base_sop_instance_uid} missing for SR of study "
-                             f"{analysis.study_instance_uid}")
-        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, "slide"),
-                                          "slide"),
-            finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
-            measurements=[_prob(METASTASIS_PROBABILITY, sl.metastasis.probability, model),
-                          _prob(THRESHOLD, sl.metastasis.threshold, model)],
-            qualitative_evaluations=[_decision(sl.metastasis)],
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)]))
-        region_src = hd.sr.SourceImageForRegion.from_source_image(src)
-        for k, t in enumerate(sl.top_tiles, start=1):
-            box = np.array([[t.x, t.y], [t.x + t.width, t.y], [t.x + t.width, t.y + t.height],
-                            [t.x, t.y + t.height], [t.x, t.y]], dtype=np.float32)
-            ms = [_prob(ATTENTION, t.attention, model)]
-            if t.probability is not None:
-                ms.append(_prob(METASTASIS_PROBABILITY, t.probability, model))
-            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, f"tile{k}"),
-                                              f"top-tile-{k}"),
-                referenced_region=hd.sr.ImageRegion(
-                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=box,
-                    source_image=region_src,
-                    pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.VOLUME),
-                finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model), measurements=ms))
-        for seg in segs:
-            for item in seg.SegmentSequence:
-                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=_tracking(str(item.TrackingUID), str(item.TrackingID)),
-                    referenced_segment=_segment_ref(seg, int(item.SegmentNumber), src),
-                    finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model)))
-        evidence = [src]
+        groups, evidence = _slide_groups(analysis, sources, segs)
     elif analysis.ultrasound is not None:
         groups, evidence = _ultrasound_groups(analysis, sources)
     else:
@@ -234,6 +174,114 @@ def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
                  analysis.study_instance_uid, "sr")
     add_contributing_equipment(sr, [model], analysis.created_at)
     return sr
+
+
+def _mammography_groups(analysis: StudyAnalysis, sources: dict[str, Dataset],
+                        seg_by_tracking: dict[str, tuple[Dataset, int]]) -> tuple[list, list[Dataset]]:
+    """Per image: its class/malignancy group, then each lesion's ROI and SEG-reference groups."""
+    model = analysis.model
+    groups: list = []
+    for img in analysis.mammography.images:
+        src = sources.get(img.sop_instance_uid)
+        if src is None:
+            raise ValueError(f"source image {img.sop_instance_uid} missing for SR of study "
+                             f"{analysis.study_instance_uid}")
+        groups.append(_mammography_image_group(img, src, model))
+        groups += _mammography_lesion_groups(img, src, model, seg_by_tracking)
+    evidence = [sources[i.sop_instance_uid] for i in analysis.mammography.images]
+    return groups, evidence
+
+
+def _mammography_qualitative(img: MammoImageFinding) -> list[hd.sr.QualitativeEvaluation]:
+    """The image's predicted class and its calibrated malignancy decision."""
+    return [hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
+            _decision(img.malignancy)]
+
+
+def _mammography_image_group(img: MammoImageFinding, src: Dataset,
+                             model: ModelIdentity) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501 group of one image: class probabilities, malignancy probability, threshold, decision."""
+    measurements = [_prob(CLASS_PROBABILITY[c], p, model) for c, p in img.class_probabilities.items()]
+    measurements += [_prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model),
+                     _prob(THRESHOLD, img.malignancy.threshold, model)]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(derived_uid(img.sop_instance_uid, model.name, "image"),
+                                      f"image-{img.laterality}{img.view}"),
+        finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
+        measurements=measurements,
+        qualitative_evaluations=_mammography_qualitative(img),
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)])
+
+
+def _mammography_lesion_groups(img: MammoImageFinding, src: Dataset, model: ModelIdentity,
+                               seg_by_tracking: dict[str, tuple[Dataset, int]]) -> list:
+    """Per lesion: a Planar ROI with its polygon, then (if segmented) one pointing at its SEG segment."""
+    groups: list = []
+    region_src = hd.sr.SourceImageForRegion.from_source_image(src)
+    for lesion in img.lesions:
+        tracking = _tracking(lesion.tracking_uid, lesion.tracking_id)
+        poly = np.asarray(lesion.polygon, dtype=np.float32)
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                                graphic_data=poly, source_image=region_src),
+            finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
+            measurements=[_prob(LESION_SCORE, lesion.score, model),
+                          _prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model)],
+            qualitative_evaluations=_mammography_qualitative(img)))
+        if lesion.tracking_uid in seg_by_tracking:
+            seg, number = seg_by_tracking[lesion.tracking_uid]
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(lesion.tracking_uid, lesion.tracking_id),
+                referenced_segment=_segment_ref(seg, number, src),
+                finding_type=FINDING_LESION, algorithm_id=_algorithm(model),
+                measurements=[_prob(LESION_SCORE, lesion.score, model)]))
+    return groups
+
+
+def _slide_groups(analysis: StudyAnalysis, sources: dict[str, Dataset],
+                  segs: list[Dataset]) -> tuple[list, list[Dataset]]:
+    """The slide's metastasis group, a Planar ROI per top tile, and a link per attention-map segment."""
+    sl, model = analysis.slide, analysis.model
+    src = sources.get(sl.base_sop_instance_uid)
+    if src is None:
+        raise ValueError(f"slide base image {sl.base_sop_instance_uid} missing for SR of study "
+                         f"{analysis.study_instance_uid}")
+    groups: list = [hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, "slide"),
+                                      "slide"),
+        finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
+        measurements=[_prob(METASTASIS_PROBABILITY, sl.metastasis.probability, model),
+                      _prob(THRESHOLD, sl.metastasis.threshold, model)],
+        qualitative_evaluations=[_decision(sl.metastasis)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)])]
+    region_src = hd.sr.SourceImageForRegion.from_source_image(src)
+    groups += [_slide_tile_group(sl.base_sop_instance_uid, k, t, region_src, model)
+               for k, t in enumerate(sl.top_tiles, start=1)]
+    for seg in segs:
+        for item in seg.SegmentSequence:
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(str(item.TrackingUID), str(item.TrackingID)),
+                referenced_segment=_segment_ref(seg, int(item.SegmentNumber), src),
+                finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model)))
+    return groups, [src]
+
+
+def _slide_tile_group(base_uid: str, k: int, t: SlideTile, region_src: hd.sr.SourceImageForRegion,
+                      model: ModelIdentity) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """Planar ROI of the k-th top tile (1-based): its box, attention and (if known) tile probability."""
+    box = np.array([[t.x, t.y], [t.x + t.width, t.y], [t.x + t.width, t.y + t.height],
+                    [t.x, t.y + t.height], [t.x, t.y]], dtype=np.float32)
+    ms = [_prob(ATTENTION, t.attention, model)]
+    if t.probability is not None:
+        ms.append(_prob(METASTASIS_PROBABILITY, t.probability, model))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(derived_uid(base_uid, model.name, f"tile{k}"), f"top-tile-{k}"),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=box,
+            source_image=region_src,
+            pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.VOLUME),
+        finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model), measurements=ms)
 
 
 def _ultrasound_groups(analysis: StudyAnalysis, sources: dict[str, Dataset]) -> tuple[list, list[Dataset]]:

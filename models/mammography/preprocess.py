@@ -15,6 +15,8 @@ import numpy as np
 import pydicom
 from skimage.transform import resize
 
+from cds.contracts.errors import InputError
+
 INPUT_SHAPE: tuple[int, int] = (256, 208)  # rows, columns fed to the network
 MG_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2": "for_presentation",
@@ -22,7 +24,7 @@ MG_SOP_CLASSES = {
 }
 
 
-class MammoInputError(ValueError):
+class MammoInputError(InputError):
     """A DICOM file cannot be used as a mammogram; the message names the file and the tag."""
 
 

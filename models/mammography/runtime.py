@@ -2,7 +2,7 @@
 
 ``load(settings)`` finds ``mammography.onnx`` and ``card.json`` (``settings.models_dir`` /
 ``mammography`` or ``settings.models_dir`` itself, else the shipped ``weights`` folder), checks the
-weights' SHA-256 against the card, and returns a :class:`MammographyModel`. ``analyze`` decodes each
+weights against the card (:func:`models.weights.load_weights`), and returns a :class:`MammographyModel`. ``analyze`` decodes each
 MG instance of the study, pairs each image with its contralateral image of the same view (the
 network's second channel), runs the 4 views as one batch (so test-time adaptation, when
 ``settings.tta`` is on, adapts normalization statistics to this exam), applies the card's
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cds.contracts.cards import ModelCard
 from cds.contracts.domain import (
     MAMMO_CLASSES,
     ArrayFile,
@@ -27,11 +28,10 @@ from cds.contracts.domain import (
     StudyAnalysis,
     StudyInput,
 )
-from cds.contracts.model import ModelUnavailable
+from cds.contracts.errors import InvalidWeights, ModelUnavailable
 from cds.contracts.settings import Settings
 from models import calibration as cal
-from cds.contracts.cards import ModelCard
-from models.mammography.data import bilateral_input, contralateral_rows
+from models.mammography.pairing import bilateral_input, contralateral_rows
 from models.mammography.preprocess import (
     INPUT_SHAPE,
     MG_SOP_CLASSES,
@@ -41,54 +41,30 @@ from models.mammography.preprocess import (
     prepare_image,
     read_mg,
 )
+from models.uids import derived_uid
+from models.weights import load_weights, weights_dir
 
 log = logging.getLogger(__name__)
 
 ONNX_NAME = "mammography.onnx"
 CARD_NAME = "card.json"
-SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def _weights_dir(settings: Settings) -> Path:
-    if settings.models_dir:
-        for cand in (Path(settings.models_dir) / "mammography", Path(settings.models_dir)):
-            if (cand / ONNX_NAME).is_file():
-                return cand
-        return Path(settings.models_dir) / "mammography"
-    return SHIPPED_DIR
-
-
-def load(settings: Settings) -> "MammographyModel":
+def load(settings: Settings) -> MammographyModel:
     """The mammography model, or :class:`ModelUnavailable` saying which file is missing/wrong."""
-    folder = _weights_dir(settings)
-    onnx_path, card_path = folder / ONNX_NAME, folder / CARD_NAME
-    for p in (onnx_path, card_path):
-        if not p.is_file():
-            raise ModelUnavailable(
-                f"mammography model not available: {p} is missing (run `cds train synthetic`)")
+    folder = weights_dir(settings, "mammography", also_root_if_has=ONNX_NAME)
+    weights = load_weights(folder, CARD_NAME, model="mammography", files=(ONNX_NAME,))
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ModelUnavailable(f"mammography model needs onnxruntime: {exc}") from exc
-    try:
-        card = ModelCard.read(card_path)
-    except Exception as exc:
-        raise ModelUnavailable(f"mammography card {card_path} is not a valid model card: {exc}") from exc
-    expected = card.weights_sha256.get(ONNX_NAME)
-    if expected:
-        import hashlib
-
-        actual = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise ModelUnavailable(
-                f"mammography weights {onnx_path} do not match their card (sha256 {actual[:12]}..., "
-                f"card says {expected[:12]}...)")
+    card, card_path = weights.card, weights.card_path
     for key in ("temperature",):
         if key not in card.calibration:
-            raise ModelUnavailable(f"mammography card {card_path} lacks calibration.{key}")
+            raise InvalidWeights(f"mammography card {card_path} lacks calibration.{key}")
     if "youden" not in card.thresholds:
-        raise ModelUnavailable(f"mammography card {card_path} lacks thresholds.youden")
-    return MammographyModel(onnx_path, card, card_path, settings)
+        raise InvalidWeights(f"mammography card {card_path} lacks thresholds.youden")
+    return MammographyModel(weights.path(ONNX_NAME), card, card_path, settings)
 
 
 def exam_input(images: list[MgImage], study_uid: str | None = None) -> np.ndarray:
@@ -130,7 +106,7 @@ class MammographyModel:
         self.seg_threshold = float(lp.get("threshold", 0.5))
         self.min_pixels = int(lp.get("min_component_pixels", 12))
         # lesions are outlined only on images whose calibrated P(normal) is at most this (fitted on
-        # calibration data; cards before 0.4.0 have none, and every image's components are reported)
+        # calibration data); a card without the gate reports every image's components
         self.max_p_normal = float(lp.get("report_when_p_normal_at_most", 1.0))
         self.tta_alpha = float(card.inputs.get("tta_alpha", {}).get("with_settings_tta", 0.5))
         self.in_channels = int(self._session.get_inputs()[0].shape[1])
@@ -185,15 +161,13 @@ class MammographyModel:
 
     def _finding(self, im: MgImage, probs: np.ndarray, prob_map: np.ndarray, grades: np.ndarray,
                  work_dir: Path) -> MammoImageFinding:
-        from synthetic.phantoms.dicom_common import new_uid
-
         base = f"mammography/{im.sop_instance_uid}"
         mal = float(np.clip(probs[MAMMO_CLASSES.index("in_situ")] + probs[MAMMO_CLASSES.index("invasive")], 0, 1))
         heat = prob_map[:, ::-1] if im.laterality == "R" else prob_map
         heatmap = ArrayFile.save(work_dir, f"{base}/heatmap.npy", np.ascontiguousarray(heat, np.float32))
         # no outline on an image the model itself calls normal (the card's calibrated gate)
         normal_p = float(probs[MAMMO_CLASSES.index("normal")])
-        lesions = [] if normal_p > self.max_p_normal else self._lesions(im, prob_map, work_dir, base, new_uid)
+        lesions = [] if normal_p > self.max_p_normal else self._lesions(im, prob_map, work_dir, base)
         return MammoImageFinding(
             sop_instance_uid=im.sop_instance_uid,
             sop_class_uid=im.sop_class_uid,
@@ -210,7 +184,7 @@ class MammographyModel:
             heatmap=heatmap,
         )
 
-    def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str, new_uid) -> list[Lesion]:
+    def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str) -> list[Lesion]:
         """Connected components of the thresholded map, at source resolution."""
         from skimage.measure import find_contours, label, regionprops
 
@@ -239,7 +213,7 @@ class MammographyModel:
                 area_mm2 = float(region.area * im.pixel_spacing_mm[0] * im.pixel_spacing_mm[1])
             out.append(Lesion(
                 tracking_id=f"lesion-{n}",
-                tracking_uid=new_uid(f"{self.identity.device_uid}/{im.sop_instance_uid}/lesion/{n}"),
+                tracking_uid=derived_uid(f"{self.identity.device_uid}/{im.sop_instance_uid}/lesion/{n}"),
                 box=(float(c0), float(r0), float(c1), float(r1)),
                 polygon=poly,
                 mask=ArrayFile.save(work_dir, f"{base}/lesion_{n}.npy", mask),

@@ -12,7 +12,6 @@ from scipy import ndimage as ndi
 from skimage.color import rgb2hed
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 

@@ -15,29 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
+from cds.contracts.cards import ModelCard
 from cds.contracts.domain import CaseInput, RecurrenceResult
+from cds.contracts.errors import InsufficientInput
 from cds.contracts.model import ModelUnavailable
 from cds.contracts.settings import Settings
-from cds.contracts.cards import ModelCard
 from models.recurrence.features import INPUT_NAMES, FeatureSpec, case_features, standardize
 from models.recurrence.survival import DAYS_PER_YEAR, HORIZONS_YEARS, BaselineHazard
 from models.text.embedding import SentenceEncoder, load_sentence_encoder, text_model_dir
 from models.text.lexicon import extract_lexicon
+from models.weights import load_weights, shipped_dir
+from models.weights import weights_dir as shared_weights_dir
 
 log = logging.getLogger(__name__)
 
 CLINICAL_NAME = "recurrence-clinical"
 FUSION_NAME = "recurrence-mrrp"
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED_WEIGHTS = shipped_dir("recurrence")
 
 
 class ExportedCoxModel:
     """One ONNX recurrence network with its card (feature spec, baseline hazard, cut-off)."""
 
-    def __init__(self, card_path: Path) -> None:
+    def __init__(self, card_path: Path, card: ModelCard | None = None) -> None:
         import onnxruntime as ort
 
-        self.card = ModelCard.read(card_path)
+        if card is None:  # not verified: callers that load for the pipeline go through load()
+            card = ModelCard.read(card_path)
+        self.card = card
         onnx_path = card_path.parent / self.card.extra["onnx_file"]
         if not onnx_path.exists():
             raise ModelUnavailable(f"{onnx_path} missing (card {card_path.name} names it)")
@@ -74,7 +79,7 @@ class RecurrenceModel:
         feats = case_features(case, self.fusion.spec, embedding, fields)
         has_imaging = bool(feats.arrays["modality_mask"][0, :2].any())
         if "clinical" in feats.missing and not has_imaging:
-            raise ValueError("recurrence model: the case has no clinical values and no imaging features")
+            raise InsufficientInput("recurrence model: the case has no clinical values and no imaging features")
         model = self.fusion if (has_imaging or self.clinical is None) else self.clinical
         score = float(model.risk_score(feats.arrays)[0])
         missing = list(feats.missing)
@@ -96,16 +101,18 @@ class RecurrenceModel:
 
 
 def weights_dir(settings: Settings) -> Path:
-    return (settings.models_dir / "recurrence") if settings.models_dir is not None else SHIPPED_WEIGHTS
+    return shared_weights_dir(settings, "recurrence")
+
+
+def _verified(directory: Path, name: str) -> ExportedCoxModel:
+    weights = load_weights(directory, f"{name}.card.json", model=f"recurrence ({name})",
+                           files=lambda card: [card.extra["onnx_file"]])
+    return ExportedCoxModel(weights.card_path, weights.card)
 
 
 def load(settings: Settings) -> RecurrenceModel:
     directory = weights_dir(settings)
-    fusion_card = directory / f"{FUSION_NAME}.card.json"
-    if not fusion_card.exists():
-        raise ModelUnavailable(f"recurrence model card {fusion_card} not found (run `cds train`)")
-    fusion = ExportedCoxModel(fusion_card)
-    clinical_card = directory / f"{CLINICAL_NAME}.card.json"
-    clinical = ExportedCoxModel(clinical_card) if clinical_card.exists() else None
+    fusion = _verified(directory, FUSION_NAME)
+    clinical = _verified(directory, CLINICAL_NAME) if (directory / f"{CLINICAL_NAME}.card.json").exists() else None
     encoder = load_sentence_encoder(text_model_dir(settings.models_dir, settings.data_dir))
     return RecurrenceModel(fusion, clinical, encoder)

@@ -52,7 +52,7 @@ class BaselineHazard(BaseModel):
     lp_center: float = 0.0
 
     @classmethod
-    def fit(cls, lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> "BaselineHazard":
+    def fit(cls, lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> BaselineHazard:
         center = float(np.mean(lp))
         risk = np.exp(lp - center)
         event_times = np.unique(time[event > 0])

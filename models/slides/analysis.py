@@ -21,7 +21,14 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from models.slides.reader import SlideReader, stage1_frame_span, stage1_patches, stage2_tiles, tissue_tiles
+from models.slides.reader import (
+    SlideReader,
+    SlideReadError,
+    stage1_frame_span,
+    stage1_patches,
+    stage2_tiles,
+    tissue_tiles,
+)
 
 STAGE1_CHUNK = 1024  # stage-1 patches held at once (about 12 MB of uint8)
 
@@ -105,7 +112,7 @@ def analyze_slide(
     t["preprocess"] += time.perf_counter() - t0
     grid = tissue.shape
     if not tissue.any():
-        raise ValueError(f"series {reader.series_instance_uid}: no tissue found on the lowest level")
+        raise SlideReadError(f"series {reader.series_instance_uid}: no tissue found on the lowest level")
     tissue_list = [(int(r), int(c)) for r, c in np.argwhere(tissue)]
     prob = np.zeros(grid, np.float32)
     if mode == "two_stage":

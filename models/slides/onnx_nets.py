@@ -42,7 +42,7 @@ class OnnxTileNets:
     encoder_size: int
 
     @classmethod
-    def load(cls, weights_dir: Path, threads: int = 2) -> "OnnxTileNets":
+    def load(cls, weights_dir: Path, threads: int = 2) -> OnnxTileNets:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

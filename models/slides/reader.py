@@ -18,6 +18,8 @@ import numpy as np
 import pydicom
 from skimage.filters import threshold_otsu
 
+from cds.contracts.errors import InputError
+
 log = logging.getLogger(__name__)
 
 VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -26,7 +28,7 @@ STAGE2_UM_PER_PX = 1.0  # the tile encoder's input pixel size (base tiles are po
 TISSUE_MIN_FRACTION = 0.1  # a base tile is tissue when this much of it is tissue at the lowest level
 
 
-class SlideReadError(ValueError):
+class SlideReadError(InputError):
     """A slide cannot be read: names the file or attribute and what was expected."""
 
 
@@ -104,7 +106,7 @@ class SlideReader:
             self.wsi.close()  # type: ignore[attr-defined]
             self._closed = True
 
-    def __enter__(self) -> "SlideReader":
+    def __enter__(self) -> SlideReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

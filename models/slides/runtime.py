@@ -16,19 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from cds.contracts.domain import Calibrated, ModelIdentity, SlideResult, SlideTile, StudyAnalysis, StudyInput, ArrayFile
-from cds.contracts.model import ModelUnavailable
-from cds.contracts.settings import Settings
 from cds.contracts.cards import ModelCard
+from cds.contracts.domain import (
+    ArrayFile,
+    Calibrated,
+    ModelIdentity,
+    SlideResult,
+    SlideTile,
+    StudyAnalysis,
+    StudyInput,
+)
+from cds.contracts.errors import InvalidWeights, ModelUnavailable
+from cds.contracts.settings import Settings
 from models.pathomics.features import slide_features
 from models.slides.analysis import StageParams, analyze_slide
 from models.slides.calibrate import apply_map
 from models.slides.onnx_nets import WEIGHT_FILES, OnnxTileNets
 from models.slides.reader import VL_WSI_SOP_CLASS, SlideReadError, open_slide, pool_to
+from models.weights import load_weights, shipped_dir
+from models.weights import weights_dir as shared_weights_dir
 
 log = logging.getLogger(__name__)
 
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED_WEIGHTS = shipped_dir("slides")
 TOP_K = 5
 PATHOMICS_TILES = 6  # stage-2 tiles (most attended first) measured for pathomics
 THUMBNAIL_FACTOR = 2  # top-tile thumbnails are the base tile pooled by this factor
@@ -45,9 +55,7 @@ class SlideRunStats:
 
 
 def weights_dir(settings: Settings) -> Path:
-    if settings.models_dir is not None:
-        return Path(settings.models_dir) / "slides"
-    return SHIPPED_WEIGHTS
+    return shared_weights_dir(settings, "slides")
 
 
 class SlideModel:
@@ -163,20 +171,13 @@ class SlideModel:
 def load(settings: Settings) -> SlideModel:
     """Load the ONNX slide networks and their card; ModelUnavailable says what is missing."""
     wdir = weights_dir(settings)
-    card_path = wdir / "card.json"
-    missing = [n for n in (*WEIGHT_FILES, "card.json") if not (wdir / n).is_file()]
-    if missing:
-        raise ModelUnavailable(
-            f"slide model weights not found in {wdir} (missing {', '.join(missing)}); run `cds train slides` or `cds train synthetic`"
-        )
-    try:
-        card = ModelCard.read(card_path)
-    except Exception as exc:
-        raise ModelUnavailable(f"{card_path}: unreadable model card ({exc})") from exc
+    weights = load_weights(wdir, "card.json", model="slide", files=WEIGHT_FILES,
+                           hint="run `cds train slides` or `cds train synthetic`")
+    card, card_path = weights.card, weights.card_path
     if "method" not in card.calibration:
-        raise ModelUnavailable(f"{card_path}: calibration map missing")
+        raise InvalidWeights(f"{card_path}: calibration map missing")
     if "youden" not in card.thresholds:
-        raise ModelUnavailable(f"{card_path}: thresholds.youden missing")
+        raise InvalidWeights(f"{card_path}: thresholds.youden missing")
     try:
         nets = OnnxTileNets.load(wdir)
     except Exception as exc:

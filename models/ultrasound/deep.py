@@ -3,7 +3,7 @@
 The crop takes the lesion box widened by a quarter on each side and extended below by three
 quarters of its height, because posterior acoustic features (shadowing, enhancement) lie under
 the lesion and carry much of its BI-RADS meaning. The crop is resized to 64x64 and scaled to
-[0, 1]. The encoder is a small CNN trained in :mod:`models.ultrasound.train`; its 32-d
+[0, 1]. The encoder is a small CNN trained in :mod:`models.ultrasound.training.train`; its 32-d
 penultimate layer is the feature vector.
 """
 

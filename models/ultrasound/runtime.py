@@ -17,24 +17,26 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from cds.contracts.domain import StudyAnalysis, StudyInput, UltrasoundResult
-from cds.contracts.model import ModelUnavailable
-from cds.contracts.settings import Settings
 from cds.contracts.cards import ModelCard
+from cds.contracts.domain import StudyAnalysis, StudyInput, UltrasoundResult
+from cds.contracts.errors import InputError
+from cds.contracts.settings import Settings
 from models.ultrasound.deep import DeepEncoder, lesion_crop
 from models.ultrasound.lesion import automatic_box, lesion_mask
 from models.ultrasound.radiomics import radiomics_features
 from models.ultrasound.sr_region import SRBox, sr_boxes
+from models.weights import load_weights, shipped_dir
+from models.weights import weights_dir as shared_weights_dir
 
 log = logging.getLogger(__name__)
 
 ENCODER_NAME = "ultrasound-lesion-encoder"
 DEFAULT_SPACING_MM = 0.2
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED_WEIGHTS = shipped_dir("ultrasound")
 
 
 def weights_dir(settings: Settings) -> Path:
-    return (settings.models_dir / "ultrasound") if settings.models_dir is not None else SHIPPED_WEIGHTS
+    return shared_weights_dir(settings, "ultrasound")
 
 
 def pixel_spacing_mm(ds: pydicom.Dataset) -> float | None:
@@ -147,13 +149,12 @@ class UltrasoundModel:
             return StudyAnalysis(study_instance_uid=study.study_instance_uid, modality="US",
                                  patient=study.patient, model=self.identity, work_dir=work_dir,
                                  ultrasound=result)
-        raise ValueError(f"US study {study.study_instance_uid}: no analysable image ({'; '.join(errors) or 'no instances'})")
+        raise InputError(f"US study {study.study_instance_uid}: no analysable image ({'; '.join(errors) or 'no instances'})")
 
 
 def load(settings: Settings) -> UltrasoundModel:
     directory = weights_dir(settings)
-    card_path = directory / f"{ENCODER_NAME}.card.json"
-    onnx_path = directory / f"{ENCODER_NAME}.onnx"
-    if not card_path.exists() or not onnx_path.exists():
-        raise ModelUnavailable(f"ultrasound encoder not found in {directory} (run `cds train` to build it)")
-    return UltrasoundModel(ModelCard.read(card_path), card_path, onnx_path)
+    onnx_name = f"{ENCODER_NAME}.onnx"
+    weights = load_weights(directory, f"{ENCODER_NAME}.card.json", model="ultrasound encoder",
+                           files=(onnx_name,), hint="run `cds train synthetic` to build it")
+    return UltrasoundModel(weights.card, weights.card_path, weights.path(onnx_name))

@@ -8,15 +8,15 @@ these in one place means one fix when dciodvfy complains about a common attribut
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, datetime
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 from cds.contracts.domain import PatientRef
+from models.uids import derived_uid
 
 MANUFACTURER = "breast-cds phantom"
 SOFTWARE_VERSION = "1"
@@ -26,8 +26,7 @@ def new_uid(entropy: str | None = None) -> str:
     """A new DICOM UID; deterministic when ``entropy`` is given (seeded phantoms stay reproducible)."""
     if entropy is None:
         return generate_uid(prefix=None)
-    digest = hashlib.sha256(entropy.encode()).digest()[:16]
-    return "2.25." + str(int.from_bytes(digest, "big"))
+    return derived_uid(entropy)
 
 
 def _da(d: date | datetime | str | None) -> str:

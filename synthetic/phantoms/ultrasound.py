@@ -12,10 +12,12 @@ to learn from.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from scipy import ndimage
 
@@ -80,14 +82,62 @@ def generate_ultrasound(
     """Write one US image (``<out_dir>/us_<seed>.dcm``) and return its truth and report text."""
     rng = np.random.default_rng(seed)
     z = float(latent_risk)
+    features = _draw_features(rng, z)
+    yy, xx, tissue = _background_tissue(rng)
+    lesion = _place_lesion(rng, z, features)
+    posterior = _insert_lesion(rng, tissue, yy, xx, lesion, z, features)
+    pixels = _speckle_image(rng, tissue, yy)
+
+    ys, xs = np.nonzero(lesion.mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    desc = _descriptors(features, posterior, lesion)
+
+    study_uid = study_uid or new_uid(f"us-study-{seed}")
+    series_uid = new_uid(f"us-series-{seed}-{study_uid}")
+    sop_uid = new_uid(f"us-sop-{seed}-{study_uid}")
+    ds = _us_dataset(patient, study_uid, series_uid, sop_uid, pixels)
+    path = save_dataset(ds, Path(out_dir) / f"us_{seed}.dcm")
+    return UltrasoundTruth(path=path, study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
+                           lesion_box=box, latent_risk=z, report_text=_report(desc), descriptors=desc)
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Which suspicious BI-RADS features the lesion shows (each more likely at higher risk)."""
+
+    irregular: bool
+    taller: bool
+    shadow: bool
+    calcs: bool
+    spicules: int
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """The lesion's size (mm), half-axes and centre (pixels) and its mask."""
+
+    size_x: float
+    size_y: float
+    rx: float
+    ry: float
+    cx: float
+    cy: float
+    mask: np.ndarray
+
+
+def _draw_features(rng: np.random.Generator, z: float) -> _Features:
+    """Draw each suspicious feature with a probability that rises with the latent risk ``z``."""
     p_bad = 1.0 / (1.0 + np.exp(-1.5 * z))  # probability of each suspicious feature
     irregular = rng.random() < p_bad
     taller = rng.random() < 0.8 * p_bad
     shadow = rng.random() < p_bad
     calcs = rng.random() < 0.6 * p_bad
     spicules = int(rng.integers(6, 12)) if (irregular and rng.random() < p_bad) else 0
+    return _Features(irregular=irregular, taller=taller, shadow=shadow, calcs=calcs, spicules=spicules)
 
-    # Background tissue echogenicity (mean amplitude map), then speckle on top.
+
+def _background_tissue(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates (yy, xx) and the layered tissue's mean echogenicity, before speckle."""
     yy, xx = np.mgrid[0:ROWS, 0:COLUMNS].astype(float)
     tissue = np.full((ROWS, COLUMNS), 0.55)
     tissue[yy < 12] = 1.0  # skin
@@ -96,25 +146,42 @@ def generate_ultrasound(
     band = (yy > 70) & (yy < 200 + 10 * np.sin(xx / 40))
     tissue[band] = 0.75
     tissue[yy >= 215] = 0.5  # pectoralis
+    return yy, xx, tissue
+
+
+def _place_lesion(rng: np.random.Generator, z: float, f: _Features) -> _Lesion:
+    """Size (growing with risk), shape and position of the lesion, and its mask."""
     size_x = float(np.clip(rng.normal(14 + 4 * max(z, -1.0), 3), 6, 24))  # mm, grows with risk
-    size_y = size_x * (rng.uniform(1.05, 1.3) if taller else rng.uniform(0.5, 0.8))
+    size_y = size_x * (rng.uniform(1.05, 1.3) if f.taller else rng.uniform(0.5, 0.8))
     rx, ry = size_x / PIXEL_SPACING_MM / 2, size_y / PIXEL_SPACING_MM / 2
     cx = rng.uniform(rx + 20, COLUMNS - rx - 20)
     cy_lo = max(ry + 40, 80)
     cy = rng.uniform(cy_lo, max(cy_lo + 1, min(ROWS - ry - 20, 180)))
-    mask = _lesion_mask(rng, cy, cx, ry, rx, 1.2 if irregular else 0.3, spicules)
+    mask = _lesion_mask(rng, cy, cx, ry, rx, 1.2 if f.irregular else 0.3, f.spicules)
+    return _Lesion(size_x=size_x, size_y=size_y, rx=rx, ry=ry, cx=cx, cy=cy, mask=mask)
+
+
+def _insert_lesion(rng: np.random.Generator, tissue: np.ndarray, yy: np.ndarray, xx: np.ndarray,
+                   lesion: _Lesion, z: float, f: _Features) -> str:
+    """Darken the lesion, add its posterior feature and calcifications (in place); return the feature."""
+    mask = lesion.mask
     lesion_level = 0.18 - 0.06 * np.tanh(z)
     tissue[mask] = lesion_level
-    below = (yy > cy) & (np.abs(xx - cx) < rx * 0.8) & ~mask
-    posterior = "shadowing" if shadow else ("enhancement" if rng.random() > 0.3 else "none")
+    below = (yy > lesion.cy) & (np.abs(xx - lesion.cx) < lesion.rx * 0.8) & ~mask
+    posterior = "shadowing" if f.shadow else ("enhancement" if rng.random() > 0.3 else "none")
     if posterior == "shadowing":
         tissue[below] *= 0.35
     elif posterior == "enhancement":
         tissue[below] *= 1.45
-    if calcs:
+    if f.calcs:
         ys, xs = np.nonzero(mask)
         for k in rng.choice(len(ys), size=min(6, len(ys)), replace=False):
             tissue[max(ys[k] - 1, 0):ys[k] + 1, max(xs[k] - 1, 0):xs[k] + 1] = 1.4
+    return posterior
+
+
+def _speckle_image(rng: np.random.Generator, tissue: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Speckle over the smoothed tissue, depth attenuation and log compression to uint8 pixels."""
     tissue = ndimage.gaussian_filter(tissue, 1.2)
     # Speckle: Rayleigh amplitude from a complex Gaussian field, smoothed to a ~3-pixel cell.
     field = rng.standard_normal((ROWS, COLUMNS)) + 1j * rng.standard_normal((ROWS, COLUMNS))
@@ -122,28 +189,30 @@ def generate_ultrasound(
     amplitude = tissue * np.abs(field) / 0.6
     depth_gain = 1.0 - 0.25 * yy / ROWS  # time-gain compensation leaves some attenuation
     image = np.log1p(8.0 * amplitude * depth_gain) / np.log1p(8.0 * 2.5)
-    pixels = np.clip(image * 255, 0, 255).astype(np.uint8)
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
 
-    ys, xs = np.nonzero(mask)
-    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    score = int(irregular) + int(taller) + int(shadow) + int(calcs) + int(spicules > 0)
+
+def _descriptors(f: _Features, posterior: str, lesion: _Lesion) -> dict[str, str | float]:
+    """The BI-RADS descriptors the report states; the assessment counts the suspicious features."""
+    score = int(f.irregular) + int(f.taller) + int(f.shadow) + int(f.calcs) + int(f.spicules > 0)
     birads = ["3", "4A", "4B", "4C", "5", "5"][score]
-    margin = "spiculated" if spicules else ("indistinct" if irregular else "circumscribed")
-    desc: dict[str, str | float] = {
-        "shape": "irregular" if irregular else "oval",
-        "orientation": "not_parallel" if taller else "parallel",
+    margin = "spiculated" if f.spicules else ("indistinct" if f.irregular else "circumscribed")
+    return {
+        "shape": "irregular" if f.irregular else "oval",
+        "orientation": "not_parallel" if f.taller else "parallel",
         "margin": margin,
         "echo": "hypoechoic",
         "posterior": posterior,
-        "calcifications": "yes" if calcs else "no",
-        "size_x_mm": round(size_x, 1),
-        "size_y_mm": round(size_y, 1),
+        "calcifications": "yes" if f.calcs else "no",
+        "size_x_mm": round(lesion.size_x, 1),
+        "size_y_mm": round(lesion.size_y, 1),
         "birads": birads,
     }
 
-    study_uid = study_uid or new_uid(f"us-study-{seed}")
-    series_uid = new_uid(f"us-series-{seed}-{study_uid}")
-    sop_uid = new_uid(f"us-sop-{seed}-{study_uid}")
+
+def _us_dataset(patient: PatientRef, study_uid: str, series_uid: str, sop_uid: str,
+                pixels: np.ndarray) -> Dataset:
+    """An Ultrasound Image dataset holding ``pixels``, with one calibrated B-mode region."""
     ds = base_dataset(patient, study_uid, series_uid, US_IMAGE_STORAGE, "US", 1, 1,
                       sop_instance_uid=sop_uid, model_name="breast US phantom")
     # US Image module + Image Pixel
@@ -159,8 +228,6 @@ def generate_ultrasound(
     ds.Laterality = "R"  # General Series
     ds.PatientOrientation = ["", ""]
     # US Region Calibration: one B-mode region with physical spacing in cm.
-    from pydicom.dataset import Dataset
-
     region = Dataset()
     region.RegionSpatialFormat = 1  # 2D
     region.RegionDataType = 1  # tissue
@@ -174,9 +241,7 @@ def generate_ultrasound(
     region.ReferencePixelX0, region.ReferencePixelY0 = 0, 0
     ds.SequenceOfUltrasoundRegions = [region]
     ds.SOPClassUID = UID(US_IMAGE_STORAGE)
-    path = save_dataset(ds, Path(out_dir) / f"us_{seed}.dcm")
-    return UltrasoundTruth(path=path, study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
-                           lesion_box=box, latent_risk=z, report_text=_report(desc), descriptors=desc)
+    return ds
 
 
 def generate_lesion_sr(
@@ -199,7 +264,8 @@ def generate_lesion_sr(
     from highdicom.sr import CodedConcept
     from pydicom.sr.codedict import codes
 
-    from synthetic.phantoms.dicom_common import MANUFACTURER, save_dataset as _save
+    from synthetic.phantoms.dicom_common import MANUFACTURER
+    from synthetic.phantoms.dicom_common import save_dataset as _save
 
     image = pydicom.dcmread(truth.path)
     x0, y0, x1, y1 = box if box is not None else truth.lesion_box

@@ -1,0 +1,50 @@
+"""The FHIR server: conditional create on the resource's identifier (or its result tag)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cds.contracts.errors import PermanentError, TransientError
+from cds.contracts.handoffs import OutboxItem
+from cds.contracts.settings import Settings
+from cds.fhir.client import FhirClient, FhirError
+from cds.fhir.writeback import write_back
+
+
+def resolve_subject(client: FhirClient, resource: dict[str, Any]) -> None:
+    """Turn a logical patient reference (identifier only) into ``Patient/<id>`` when the server
+    knows the patient, so ``RiskAssessment?subject=Patient/<id>`` finds study-level results too.
+    Left logical when the patient is not (yet) on the server."""
+    subject = resource.get("subject")
+    if not isinstance(subject, dict) or subject.get("reference") or not subject.get("identifier"):
+        return
+    ident = subject["identifier"]
+    try:
+        found = client.search("Patient", {"identifier": f"{ident.get('system', '')}|{ident.get('value', '')}"})
+    except FhirError:
+        return
+    if len(found) == 1 and found[0].get("id"):
+        subject["reference"] = f"Patient/{found[0]['id']}"
+
+
+class FhirTarget:
+    def __init__(self, settings: Settings) -> None:
+        self.client = FhirClient(settings)
+
+    def deliver(self, item: OutboxItem) -> str:
+        try:
+            resource = json.loads(item.payload_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PermanentError(f"payload {item.payload_path} is not readable JSON: {exc}") from exc
+        resolve_subject(self.client, resource)
+        try:
+            status, rid = write_back(self.client, resource)
+        except FhirError as exc:
+            if exc.permanent:
+                raise PermanentError(exc.outcome or str(exc)) from exc
+            raise TransientError(str(exc)) from exc
+        return f"{status} {'created' if status == 201 else 'already present'} {rid}"
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,46 @@
+"""STOW-RS (PS3.18) to the PACS's DICOMweb endpoint with httpx."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+
+from cds.contracts.errors import PermanentError, TransientError
+from cds.contracts.handoffs import OutboxItem
+from cds.contracts.settings import Settings
+
+
+class StowTarget:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._http = httpx.Client(timeout=settings.fhir_timeout_s)
+
+    def deliver(self, item: OutboxItem) -> str:
+        s = self.settings
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                + item.payload_path.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+        url = s.dicomweb_url.rstrip("/") + "/studies"
+        auth = (s.dicomweb_username, s.dicomweb_password) if s.dicomweb_username else None
+        try:
+            r = self._http.post(url, content=body, auth=auth, headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Accept": "application/dicom+json"})
+        except httpx.HTTPError as exc:
+            raise TransientError(f"STOW-RS {url}: {exc.__class__.__name__}: {exc}") from exc
+        if r.status_code >= 500 or r.status_code in (408, 429):
+            raise TransientError(f"STOW-RS {url} answered {r.status_code}")
+        if r.status_code >= 400:
+            raise PermanentError(f"STOW-RS {url} refused the instance ({r.status_code}): {r.text[:300]}")
+        try:
+            failed = r.json().get("00081198", {}).get("Value", [])
+        except ValueError:
+            failed = []
+        if failed:
+            raise PermanentError(f"STOW-RS {url} reported a failed instance: {json.dumps(failed)[:300]}")
+        return f"STOW-RS {r.status_code}"
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,145 @@
+"""The job queue: enqueue, claim (with leases), finish, fail/dead-letter, orphan recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from cds.contracts.handoffs import Job, JobPayload
+from cds.store.db import Database
+
+
+def worker_name(suffix: str = "") -> str:
+    """host:pid[:suffix] — lets a restarted service tell its own dead jobs from a live peer's."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{name}:{suffix}" if suffix else name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def insert_job(con: sqlite3.Connection, kind: str, key: str, payload: JobPayload,
+               max_attempts: int, now: float, delay_s: float = 0.0) -> int:
+    """Queue a job inside the caller's transaction; idempotent on ``key``."""
+    con.execute(
+        """INSERT INTO jobs(kind, key, payload, state, attempts, max_attempts, next_run_at,
+           created_at, updated_at) VALUES (?,?,?, 'queued', 0, ?, ?, ?, ?)
+           ON CONFLICT(key) DO NOTHING""",
+        (kind, key, payload.model_dump_json(), max_attempts, now + delay_s, now, now),
+    )
+    return int(con.execute("SELECT id FROM jobs WHERE key=?", (key,)).fetchone()["id"])
+
+
+def _job(row: sqlite3.Row) -> Job:
+    d = dict(row)
+    d["payload"] = json.loads(d["payload"] or "{}")
+    return Job.model_validate({k: d[k] for k in Job.model_fields if k in d})
+
+
+class JobStore(Database):
+    """Jobs are claimed with a lease; a worker that dies leaves its job to the lease or recovery."""
+
+    def enqueue(self, kind: str, key: str, payload: JobPayload, max_attempts: int = 5,
+                delay_s: float = 0.0) -> int:
+        """Queue a job; idempotent on ``key`` (the existing job's id is returned)."""
+        with self.tx() as con:
+            return insert_job(con, kind, key, payload, max_attempts, time.time(), delay_s)
+
+    def claim_job(self, worker: str, lease_s: float, *, only: Sequence[str] = (),
+                  exclude: Sequence[str] = ()) -> Job | None:
+        """Take the next due job (or one whose lease expired) and mark it running.
+
+        ``only`` / ``exclude`` restrict the job kinds, so that a worker lane (study jobs, case
+        jobs) never waits behind the other lane's work.
+        """
+        now = time.time()
+        kind_sql = ""
+        kind_params: tuple[str, ...] = ()
+        if only:
+            kind_sql += f" AND kind IN ({','.join('?' * len(only))})"
+            kind_params += tuple(only)
+        if exclude:
+            kind_sql += f" AND kind NOT IN ({','.join('?' * len(exclude))})"
+            kind_params += tuple(exclude)
+        with self.tx() as con:
+            row = con.execute(
+                f"""UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, worker=?,
+                   updated_at=? WHERE id = (
+                     SELECT id FROM jobs WHERE ((state='queued' AND next_run_at<=?)
+                        OR (state='running' AND lease_until<?)){kind_sql}
+                     ORDER BY next_run_at, id LIMIT 1)
+                   RETURNING *""",
+                (now + lease_s, worker, now, now, now, *kind_params),
+            ).fetchone()
+        return _job(row) if row else None
+
+    def job(self, job_id: int) -> Job | None:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, state: str | None = None, limit: int = 200) -> list[Job]:
+        return [_job(r) for r in self._rows("jobs", state, limit)]
+
+    def finish_job(self, job_id: int, note: str = "") -> None:
+        now = time.time()
+        with self.tx() as con:
+            con.execute(
+                "UPDATE jobs SET state='done', finished_at=?, updated_at=?, last_error=? WHERE id=?",
+                (now, now, note or None, job_id),
+            )
+
+    def fail_job(self, job_id: int, error: str, *, retry_delay_s: float | None) -> str:
+        """Record a failure: back to the queue after ``retry_delay_s``, or dead-letter when the
+        attempts are used up or the error is permanent (``retry_delay_s=None``)."""
+        now = time.time()
+        with self.tx() as con:
+            row = con.execute("SELECT attempts, max_attempts FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if retry_delay_s is None or row["attempts"] >= row["max_attempts"]:
+                state = "dead"
+                con.execute(
+                    "UPDATE jobs SET state='dead', last_error=?, updated_at=?, finished_at=? WHERE id=?",
+                    (error, now, now, job_id),
+                )
+            else:
+                state = "queued"
+                con.execute(
+                    "UPDATE jobs SET state='queued', last_error=?, updated_at=?, next_run_at=? WHERE id=?",
+                    (error, now, now + retry_delay_s, job_id),
+                )
+        return state
+
+    def recover_orphans(self) -> int:
+        """Requeue 'running' jobs and outbox items whose worker process on this host is gone.
+
+        Called at start-up: after a SIGKILL the previous process's jobs are still 'running'; a job
+        of another live process (same host) or another host is left to its lease.
+        """
+        host = socket.gethostname()
+        n = 0
+        now = time.time()
+        with self.tx() as con:
+            for table, state in (("jobs", "queued"), ("outbox", "pending")):
+                busy = "running" if table == "jobs" else "delivering"
+                due = "next_run_at" if table == "jobs" else "next_attempt_at"
+                for r in con.execute(f"SELECT id, worker FROM {table} WHERE state=?", (busy,)).fetchall():
+                    parts = (r["worker"] or "").split(":")
+                    if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
+                        if _pid_alive(int(parts[1])) and int(parts[1]) != os.getpid():
+                            continue
+                        con.execute(
+                            f"UPDATE {table} SET state=?, {due}=?, lease_until=NULL WHERE id=?",
+                            (state, now, r["id"]),
+                        )
+                        n += 1
+        return n

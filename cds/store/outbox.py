@@ -1,0 +1,70 @@
+"""The outbox: rendered outputs waiting for delivery, claimed with a lease like jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from cds.contracts.handoffs import NewOutput, OutboxItem, OutboxMeta
+from cds.store.db import Database
+
+
+def _outbox(row: sqlite3.Row) -> OutboxItem:
+    d = dict(row)
+    d["meta"] = OutboxMeta.model_validate_json(d["meta"] or "{}")
+    return OutboxItem.model_validate({k: d[k] for k in OutboxItem.model_fields if k in d})
+
+
+class OutboxStore(Database):
+    def outbox_add(self, output: NewOutput) -> int:
+        """Queue one output for delivery; idempotent on ``key`` (re-runs never duplicate)."""
+        now = time.time()
+        with self.tx() as con:
+            con.execute(
+                """INSERT INTO outbox(kind, destination, key, payload_path, meta, state,
+                   next_attempt_at, created_at) VALUES (?,?,?,?,?, 'pending', ?, ?)
+                   ON CONFLICT(key) DO UPDATE SET payload_path=excluded.payload_path,
+                   meta=excluded.meta
+                   WHERE outbox.state IN ('pending')""",
+                (output.kind, output.destination, output.key, str(output.payload_path),
+                 output.meta.model_dump_json(), now, now),
+            )
+            return int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
+
+    def outbox_claim(self, worker: str, lease_s: float) -> OutboxItem | None:
+        now = time.time()
+        with self.tx() as con:
+            row = con.execute(
+                """UPDATE outbox SET state='delivering', attempts=attempts+1, lease_until=?,
+                   worker=? WHERE id = (
+                     SELECT id FROM outbox WHERE (state='pending' AND next_attempt_at<=?)
+                        OR (state='delivering' AND lease_until<?)
+                     ORDER BY next_attempt_at, id LIMIT 1)
+                   RETURNING *""",
+                (now + lease_s, worker, now, now),
+            ).fetchone()
+        return _outbox(row) if row else None
+
+    def outbox_delivered(self, item_id: int, response: str) -> None:
+        with self.tx() as con:
+            con.execute(
+                "UPDATE outbox SET state='delivered', delivered_at=?, response=?, last_error=NULL "
+                "WHERE id=?",
+                (time.time(), response, item_id),
+            )
+
+    def outbox_retry(self, item_id: int, error: str, delay_s: float) -> None:
+        with self.tx() as con:
+            con.execute(
+                "UPDATE outbox SET state='pending', last_error=?, next_attempt_at=? WHERE id=?",
+                (error, time.time() + delay_s, item_id),
+            )
+
+    def outbox_dead(self, item_id: int, reason: str) -> None:
+        with self.tx() as con:
+            con.execute(
+                "UPDATE outbox SET state='dead', last_error=? WHERE id=?", (reason, item_id)
+            )
+
+    def outbox_items(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        return [_outbox(r) for r in self._rows("outbox", state, limit)]

@@ -1,0 +1,42 @@
+"""The store's tables (idempotent DDL, run at every start)."""
+
+from __future__ import annotations
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS patients (
+    key TEXT PRIMARY KEY, patient_id TEXT, issuer TEXT, name TEXT, birth_date TEXT, sex TEXT,
+    first_seen REAL, updated_at REAL);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY, patient_key TEXT, accession TEXT, study_date TEXT,
+    first_received REAL, last_received REAL, state TEXT NOT NULL DEFAULT 'receiving',
+    generation INTEGER NOT NULL DEFAULT 0, stable_at REAL, n_instances INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_received);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY, sop_class TEXT, study_uid TEXT, series_uid TEXT, modality TEXT,
+    path TEXT, transfer_syntax TEXT, size INTEGER, calling_ae TEXT, received_at REAL,
+    generation INTEGER, duplicates INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid, modality);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY, at REAL, calling_ae TEXT, sop_uid TEXT, status INTEGER, reason TEXT,
+    quarantine_path TEXT);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL UNIQUE, payload TEXT,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+    next_run_at REAL NOT NULL, lease_until REAL, worker TEXT, last_error TEXT,
+    created_at REAL, updated_at REAL, finished_at REAL);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(state, next_run_at);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY, job_id INTEGER, kind TEXT, patient_key TEXT, study_uid TEXT,
+    modality TEXT, model TEXT, model_version TEXT, status TEXT, summary TEXT, body TEXT,
+    created_at REAL);
+CREATE INDEX IF NOT EXISTS results_patient ON results(patient_key, kind);
+CREATE TABLE IF NOT EXISTS cases (
+    patient_key TEXT PRIMARY KEY, updated_at REAL, fingerprint TEXT, evaluated_at REAL,
+    last_job_id INTEGER);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, destination TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+    payload_path TEXT NOT NULL, meta TEXT, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL NOT NULL,
+    lease_until REAL, worker TEXT, created_at REAL, delivered_at REAL, response TEXT);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+"""

@@ -1,0 +1,1 @@
+"""Mammography training: data, network, loop, evaluation, LOVO and export (torch, scikit-learn)."""

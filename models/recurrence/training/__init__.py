@@ -1,0 +1,1 @@
+"""Recurrence model training: the GBSG2 cohort, the MRRP network, selection and export (torch, lifelines, scikit-learn)."""

@@ -1,0 +1,1 @@
+"""Slide model training: phantom data, torch networks and loops, export, calibration fitting."""

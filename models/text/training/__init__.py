@@ -1,0 +1,1 @@
+"""Export of the report-text encoder (torch, transformers): training side only."""

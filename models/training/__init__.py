@@ -1,0 +1,1 @@
+"""Training helpers shared by every model (scikit-learn, never imported by a runtime)."""

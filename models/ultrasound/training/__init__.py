@@ -1,0 +1,1 @@
+"""Ultrasound encoder training on phantoms (torch)."""
