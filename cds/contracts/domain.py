@@ -118,12 +118,42 @@ class ArrayFile(Frozen):
         return array
 
 
+class OperatingPoint(Frozen):
+    """The decision threshold in use and what it is expected to do, from the card's held-out data.
+
+    ``name`` is a card operating point ("youden", "sensitivity_0.90", "specificity_0.90") or
+    "site" for a value a site set itself (then no expected rates are known).
+    """
+
+    name: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    expected_sensitivity: float | None = None
+    expected_specificity: float | None = None
+    source: Literal["card", "site"] = "card"
+
+
+class DomainCheck(Frozen):
+    """Whether an input lies inside the training domain the model's card describes.
+
+    ``score`` is the out-of-distribution score on the model's own embedding (higher is further
+    out) and ``threshold`` the card's, fitted on held-out data; ``reasons`` also lists simple
+    acquisition mismatches (pixel spacing, bit depth, size, intensity statistics). An input
+    outside the domain gets no plain decision: writers mark the result unreliable.
+    """
+
+    in_domain: bool
+    score: float | None = None
+    threshold: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
 class Calibrated(Frozen):
     """A calibrated probability and the decision taken at the card's operating threshold."""
 
     probability: float = Field(ge=0.0, le=1.0)
     threshold: float = Field(ge=0.0, le=1.0)
     threshold_name: str = "youden"
+    operating_point: OperatingPoint | None = None  # None: the card's Youden point, rates unknown
 
     @property
     def positive(self) -> bool:
@@ -146,12 +176,29 @@ class Lesion(Frozen):
     area_mm2: float | None = None
 
 
+# Where an image's laterality or view came from, in the order they are tried.
+GeometrySource = Literal["attribute", "patient_orientation", "text", "pixels", ""]
+
+
+class NotAnalysed(Frozen):
+    """An instance of the study that was recognised and deliberately not read, with why."""
+
+    sop_instance_uid: str
+    reason: str  # e.g. "tomosynthesis", "magnification/spot view", "implant-displaced view"
+    detail: str = ""
+
+
 class MammoImageFinding(Frozen):
     sop_instance_uid: str
     sop_class_uid: str
     series_instance_uid: str
     laterality: Literal["L", "R", ""] = ""
     view: str = ""  # CC, MLO, ...
+    laterality_source: GeometrySource = ""
+    view_source: GeometrySource = ""
+    paired: bool = True  # False: no image of the other breast in this view; read on its own
+    breast_mask: ArrayFile | None = None  # uint8 0/1 at source size: where lesions are looked for
+    domain: DomainCheck | None = None
     rows: int
     columns: int
     pixel_spacing_mm: tuple[float, float] | None = None
@@ -170,6 +217,8 @@ class MammographyResult(Frozen):
     images: list[MammoImageFinding]
     exam_malignancy: Calibrated  # per exam: max over images
     tta_applied: bool = False
+    not_analysed: list[NotAnalysed] = Field(default_factory=list)
+    grade_labels: list[str] = Field(default_factory=list)  # names of grade_probabilities' classes
 
 
 class SlideTile(Frozen):
@@ -214,6 +263,8 @@ class SlideResult(Frozen):
     tiles_stage2: int = 0
     pathomics: PathomicsFeatures | None = None
     embedding: list[float] = Field(default_factory=list)  # slide-level deep features
+    domain: DomainCheck | None = None
+    map_level_sop_instance_uid: str = ""  # the pyramid level the SEG is written on ("" = base)
 
 
 class UltrasoundResult(Frozen):

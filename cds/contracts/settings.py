@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         description="Import paths of a site's own model modules (each with load(settings)).",
     )
     tta: bool = Field(False, description="Test-time adaptation of normalization statistics.")
+    operating_point: dict[str, str] = Field(
+        default_factory=dict,
+        description="Decision threshold per model (mammography, slides): a card operating point "
+        "('youden', 'sensitivity_0.90', 'specificity_0.90', ...) or a number in [0, 1] chosen by "
+        "the site. CDS_OPERATING_POINT__MAMMOGRAPHY=sensitivity_0.90; default: youden.",
+    )
     # --- logging --------------------------------------------------------------------------
     log_level: str = Field("INFO")
 
