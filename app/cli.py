@@ -10,14 +10,17 @@ import logging
 import os
 import signal
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from app.outcome import EXIT_MODEL_UNAVAILABLE, RunOutcome, run_outcome
+from app.status_view import print_models, print_status
+from cds.contracts.errors import ModelUnavailable
 from cds.contracts.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -48,6 +51,25 @@ def setup_logging(level: str) -> None:
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
 
 
+@contextmanager
+def models_required() -> Iterator[None]:
+    """Turn a model that cannot load into a clear message and exit code 3, not a traceback."""
+    try:
+        yield
+    except ModelUnavailable as exc:
+        _console().print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL_UNAVAILABLE) from exc
+
+
+def finish(console: Console, outcome: RunOutcome) -> None:
+    """Say what did not get done and exit with its code (0 when everything did)."""
+    for line in outcome.lines():
+        console.print(f"[red]{line}[/red]")
+    if outcome.exit_code:
+        console.print(f"[bold red]incomplete run[/bold red]: exit code {outcome.exit_code}")
+        raise typer.Exit(outcome.exit_code)
+
+
 @app.command()
 def serve(config: ConfigOpt = None) -> None:
     """Run the DICOM listener, scheduler, workers and dispatcher until SIGTERM/SIGINT."""
@@ -55,7 +77,8 @@ def serve(config: ConfigOpt = None) -> None:
 
     settings = load_settings(config)
     setup_logging(settings.log_level)
-    service = Service(settings)
+    with models_required():
+        service = Service(settings)
     # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
     # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
     # signals before any thread starts makes every thread inherit the mask.
@@ -63,7 +86,7 @@ def serve(config: ConfigOpt = None) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     service.start()
     for name, why in service.registry.unavailable.items():
-        logging.getLogger("cds").warning("model %s not loaded: %s", name, why)
+        logging.getLogger("cds").warning("model %s not loaded: %s", name, why)  # disabled ones
     logging.getLogger("cds").info("serving as %s on port %s; data in %s", settings.ae_title,
                                   service.listener.port, settings.data_dir)
     signal.sigwait(wanted)
@@ -77,30 +100,42 @@ def analyze(
     fhir: Annotated[Path | None, typer.Option("--fhir", help="FHIR Bundle/NDJSON folder for clinical context.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the pipeline on files or folders without any network; results go to --out."""
+    """Run the pipeline on files or folders without any network; results go to --out.
+
+    Exit codes (app/outcome.py): 0 all done; 3 an enabled model cannot be loaded; 4 an input was
+    refused; 5 a job or output failed; 6 a study had no model or a case lacked inputs.
+    """
     from app.analyze import run_analyze
 
     settings = load_settings(config)
     setup_logging("WARNING")
-    service = run_analyze(settings, paths, out, fhir_dir=fhir)
+    with models_required():
+        service = run_analyze(settings, paths, out, fhir_dir=fhir)
     console = _console()
     print_status(console, service.store, limit=50)
     console.print(f"[bold]Outputs:[/bold] {out.resolve()}")
+    outcome = run_outcome(service.store)
     service.stop()
+    finish(console, outcome)
 
 
 @app.command()
 def status(config: ConfigOpt = None,
            limit: Annotated[int, typer.Option(help="Rows per table.")] = 20) -> None:
-    """Studies, cases, jobs, outputs and failures as tables."""
+    """Studies, cases, jobs, outputs, failures, and every model with its version or why it is
+    not available on this machine with these settings."""
+    from app.service import SHIPPED_MODELS
+    from cds.pipeline.registry import build_registry
     from cds.store import Store
 
     settings = load_settings(config)
+    console = _console()
+    print_models(console, build_registry(settings, SHIPPED_MODELS))
     db = Path(settings.store_url.removeprefix("sqlite:///"))
     if not db.exists():
         typer.echo(f"no store at {db}: nothing received yet (CDS_DATA_DIR={settings.data_dir})")
         raise typer.Exit(1)
-    print_status(_console(), Store(settings.store_url), limit=limit)
+    print_status(console, Store(settings.store_url), limit=limit)
 
 
 @app.command()
@@ -108,7 +143,10 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's data and results.")] = Path("./demo-output"),
     config: ConfigOpt = None,
 ) -> None:
-    """Generate a synthetic patient, send it over C-STORE to a local service, show the results."""
+    """Generate a synthetic patient, send it over C-STORE to a local service, show the results.
+
+    Exits non-zero (codes as for `cds analyze`) when any model, study, case or output failed.
+    """
     from app.demo import run_demo
 
     settings = load_settings(config)
@@ -119,83 +157,23 @@ def demo(
     setup_logging("WARNING")
     console = _console()
     console.print("[bold]Synthetic patient[/bold] (phantoms: not patient data) → C-STORE → jobs → outputs")
-    run, service = run_demo(settings, out)
+    with models_required():
+        run, service = run_demo(settings, out)
     console.print(f"sent {run.sent}/{len(run.files)} instances in one association; "
                   f"all work settled in {run.seconds:.1f} s")
     for f in run.failed_sends:
         console.print(f"[red]send failed[/red] {f}")
     from cds.store import Store
 
-    print_status(console, Store(settings.store_url), limit=30)
+    store = Store(settings.store_url)
+    print_status(console, store, limit=30)
     console.print(f"[bold]Outputs:[/bold] {settings.output_dir.resolve()}")
     console.print(f"[bold]Store:[/bold] CDS_DATA_DIR={settings.data_dir} cds status")
-
-
-def _ts(t: float | None) -> str:
-    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else ""
-
-
-def print_status(console: Console, store, limit: int = 20) -> None:
-    """Render the store's state as tables (shared by status, analyze and demo)."""
-    counts = store.counts()
-    console.print("[bold]Counts[/bold] " + "; ".join(
-        f"{k}: " + ", ".join(f"{s}={n}" for s, n in v.items()) for k, v in counts.items() if v))
-
-    t = Table(title="Studies")
-    for c in ("study UID", "patient key", "state", "gen", "instances", "last received"):
-        t.add_column(c)
-    for s in store.recent_studies(limit):
-        t.add_row(s.study_uid, s.patient_key or "", s.state, str(s.generation),
-                  str(s.n_instances), _ts(s.last_received))
-    console.print(t)
-
-    t = Table(title="Cases")
-    for c in ("patient key", "studies (modalities)", "evaluated", "inputs fingerprint", "last job"):
-        t.add_column(c)
-    for c in store.case_overview(limit):
-        t.add_row(c.patient_key, f"{c.n_studies} ({c.modalities or ''})", _ts(c.evaluated_at),
-                  c.fingerprint or "", str(c.last_job_id or ""))
-    console.print(t)
-
-    t = Table(title="Jobs")
-    for c in ("id", "kind", "state", "attempts", "key", "note / last error"):
-        t.add_column(c, overflow="fold")
-    for j in store.jobs(limit=limit):
-        t.add_row(str(j.id), j.kind, j.state, f"{j.attempts}/{j.max_attempts}", j.key, j.last_error or "")
-    console.print(t)
-
-    t = Table(title="Results")
-    for c in ("job", "kind", "study / modality", "model", "status", "summary"):
-        t.add_column(c, overflow="fold")
-    for r in store.results(limit=limit):
-        t.add_row(str(r.job_id), r.kind, f"{r.study_uid or ''} {r.modality or ''}".strip(),
-                  f"{r.model or ''} {r.model_version or ''}".strip(), r.status, r.summary or "")
-    console.print(t)
-
-    t = Table(title="Outbox")
-    for c in ("id", "kind", "destination", "state", "attempts", "payload", "last error"):
-        t.add_column(c, overflow="fold")
-    for o in store.outbox_items(limit=limit):
-        t.add_row(str(o.id), o.kind, o.destination, o.state, str(o.attempts), o.payload_path.name,
-                  o.last_error or "")
-    console.print(t)
-
-    t = Table(title="Failures (refused instances, dead jobs, dead outputs)")
-    for c in ("when", "what", "id", "reason"):
-        t.add_column(c, overflow="fold")
-    for r in store.recent_rejections(limit):
-        if r.sop_uid:
-            what = f"instance refused 0x{r.status:04X}"
-        elif r.status == 0x0122:
-            what = "SOP classes not offered (negotiation; no instance refused)"
-        else:
-            what = "association rejected"
-        t.add_row(_ts(r.at), what, r.sop_uid or r.calling_ae, r.reason)
-    for j in store.jobs("dead", limit=limit):
-        t.add_row(_ts(j.updated_at), "job dead", str(j.id), j.last_error or "")
-    for o in store.outbox_items("dead", limit=limit):
-        t.add_row("", "output dead", str(o.id), o.last_error or "")
-    console.print(t)
+    outcome = run_outcome(store)
+    if run.failed_sends:
+        outcome.refused += run.failed_sends
+    store.close()
+    finish(console, outcome)
 
 
 # -- training ---------------------------------------------------------------------------------

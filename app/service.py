@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from cds.contracts.errors import ModelUnavailable
 from cds.contracts.settings import Settings
 from cds.dispatch.dispatcher import Dispatcher
 from cds.pipeline.handlers import Pipeline
-from cds.pipeline.registry import ModelRegistry, build_registry
+from cds.pipeline.registry import ModelRegistry, build_registry, short_name
 from cds.scheduling.stability import StabilityScheduler, check_stable
 from cds.scheduling.workers import WorkerPool
 from cds.store import Store
@@ -31,13 +32,28 @@ SHIPPED_MODELS: tuple[str, ...] = (
 )
 
 
+def require_models(settings: Settings) -> ModelRegistry:
+    """Every shipped or site model that is enabled, loaded; else ModelUnavailable naming each.
+
+    A service that started without one of its models would answer "no model" for every study of
+    that modality; refusing to start makes the missing package or file visible at once. A site
+    that does not want a model switches it off with CDS_DISABLED_MODELS.
+    """
+    registry = build_registry(settings, SHIPPED_MODELS)
+    if registry.failed:
+        raise ModelUnavailable("; ".join(
+            f"model {path} cannot be loaded: {why} (to run without it: "
+            f"CDS_DISABLED_MODELS={short_name(path)})" for path, why in registry.failed.items()))
+    return registry
+
+
 class Service:
     def __init__(self, settings: Settings, *, registry: ModelRegistry | None = None,
                  listen: bool = True) -> None:
         settings.ensure_dirs()
         self.settings = settings
+        self.registry = registry if registry is not None else require_models(settings)
         self.store = Store(settings.store_url)
-        self.registry = registry if registry is not None else build_registry(settings, SHIPPED_MODELS)
         self.pipeline = Pipeline(settings, self.store, self.registry)
         self.workers = WorkerPool(settings, self.store, self.pipeline.handlers)
         self.scheduler = StabilityScheduler(settings, self.store)

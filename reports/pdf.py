@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
-from skimage.draw import polygon_perimeter
+from skimage.draw import line
 from skimage.transform import resize
 
 from cds.contracts.domain import (
@@ -58,6 +58,21 @@ def gray_to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat((g * 255)[..., None], 3, axis=2)
 
 
+def perimeter(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a closed polygon's outline inside ``shape`` (rows, cols).
+
+    Drawn edge by edge with ``skimage.draw.line``: ``polygon_perimeter(clip=True)`` would need
+    matplotlib, which the runtime does not install.
+    """
+    r = np.round(np.append(ys, ys[0])).astype(int)
+    c = np.round(np.append(xs, xs[0])).astype(int)
+    parts = [line(r[i], c[i], r[i + 1], c[i + 1]) for i in range(len(r) - 1)]
+    rr = np.concatenate([p[0] for p in parts])
+    cc = np.concatenate([p[1] for p in parts])
+    inside = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+    return rr[inside], cc[inside]
+
+
 def overlay(rgb: np.ndarray, heat: np.ndarray | None, polygons: list[list[tuple[float, float]]]) -> np.ndarray:
     """Blend a [0,1] heatmap (red, alpha by value) over ``rgb`` and outline polygons in yellow."""
     out = rgb.astype(np.float32).copy()
@@ -73,7 +88,7 @@ def overlay(rgb: np.ndarray, heat: np.ndarray | None, polygons: list[list[tuple[
             continue
         xs = np.array([p[0] for p in poly])
         ys = np.array([p[1] for p in poly])
-        rr, cc = polygon_perimeter(ys, xs, shape=out.shape[:2], clip=True)
+        rr, cc = perimeter(ys, xs, out.shape[:2])
         for d in (0, 1):
             out[np.clip(rr + d, 0, out.shape[0] - 1), cc] = (255, 230, 0)
     return out
