@@ -18,16 +18,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.audit_cli import audit_app, audit_status_read
 from app.outcome import EXIT_MODEL_UNAVAILABLE, RunOutcome, run_outcome
 from app.status_view import print_models, print_status
 from cds.contracts.errors import ModelUnavailable
 from cds.contracts.settings import Settings
+from cds.security.privacy import install_log_privacy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Breast-cancer decision support: DICOM/FHIR in, SEG/SR/FHIR/PDF out. "
                        "Not for clinical use with the shipped synthetic-trained models.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models and regenerate shipped weights.")
 app.add_typer(train_app, name="train")
+app.add_typer(audit_app, name="audit")
 
 
 def _console() -> Console:
@@ -46,6 +49,7 @@ def setup_logging(level: str) -> None:
     # pynetdicom logs dataset contents (patient names) at DEBUG: keep it at INFO or above.
     logging.getLogger("pynetdicom").setLevel(max(logging.INFO, logging.getLogger().level))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    install_log_privacy()  # httpx/httpcore/pydicom quiet, identifier dumps off, scrub filter on handlers
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
@@ -135,7 +139,9 @@ def status(config: ConfigOpt = None,
     if not db.exists():
         typer.echo(f"no store at {db}: nothing received yet (CDS_DATA_DIR={settings.data_dir})")
         raise typer.Exit(1)
-    print_status(console, Store(settings.store_url), limit=limit)
+    store = Store(settings.store_url)
+    print_status(console, store, limit=limit)
+    audit_status_read(settings, store)
 
 
 @app.command()
@@ -227,7 +233,8 @@ def _train_own(module: str, dicom_dir: Path, labels: Path, out: Path, resume: bo
 
 @train_app.command("mammography")
 def train_mammography(dicom_dir: DicomDirArg, labels: LabelsArg, out: OutOpt, resume: bool = True) -> None:
-    """Train the mammography model on a site's own data (e.g. CBIS-DDSM converted to DICOM).
+    """Train the mammography model on a site's own data, or on CBIS-DDSM as distributed (its
+    DICOM tree, and one of its description CSVs or their folder as LABELS; see README).
 
     labels CSV: file name or sop_instance_uid, label (normal/benign/in_situ/invasive)[, grade, mask].
     Each image is paired with the CSV's image of the same study and view from the other breast

@@ -8,10 +8,11 @@ running it never mistakes "no model" or "failed" for success. The codes, most se
       output delivered
 3     start refused: an enabled model cannot be loaded (names the package or file; a site can
       disable the model with ``CDS_DISABLED_MODELS``)
-5     work failed: a job or an output is dead (its reason is listed)
+5     work failed: a job or an output is dead, or a job was still retrying when the command
+      ended (its last error is listed)
 4     an input was refused (not DICOM, invalid, unsupported; listed with the reason)
-6     results incomplete: a study had no model for its modality, or a case lacked the inputs
-      its model needs
+6     results incomplete: a study had no model for its modality or nothing in it could be
+      analysed (e.g. tomosynthesis only), or a case lacked the inputs its model needs
 ====  ==========================================================================================
 
 (1 is an unexpected error, 2 a usage error, as typer reports them.)
@@ -56,9 +57,17 @@ def run_outcome(store: Store, limit: int = 10_000) -> RunOutcome:
     out = RunOutcome()
     for j in store.jobs("dead", limit=limit):
         out.failed.append(f"job {j.id} ({j.kind} {j.key}): {j.last_error or 'no reason recorded'}")
+    for state in ("queued", "running"):  # still retrying when the command ended: not done
+        for j in store.jobs(state, limit=limit):
+            out.failed.append(f"job {j.id} ({j.kind} {j.key}) did not finish ({state}, attempt "
+                              f"{j.attempts}): {j.last_error or 'not started'}")
     for o in store.outbox_items("dead", limit=limit):
         out.failed.append(f"output {o.id} ({o.kind} {o.payload_path.name} -> {o.destination}): "
                           f"{o.last_error or 'no reason recorded'}")
+    for state in ("pending", "delivering"):
+        for o in store.outbox_items(state, limit=limit):
+            out.failed.append(f"output {o.id} ({o.kind} {o.payload_path.name} -> {o.destination}) "
+                              f"not delivered ({state}): {o.last_error or 'not attempted'}")
     for r in store.recent_rejections(limit):
         if r.status != 0x0122:  # "SOP classes not offered" refused no instance
             out.refused.append(f"{r.sop_uid or r.calling_ae or '?'} (0x{(r.status or 0):04X}): {r.reason}")
@@ -70,9 +79,14 @@ def run_outcome(store: Store, limit: int = 10_000) -> RunOutcome:
         latest[key] = r.status
         if r.status == "no_model" and r.modality == "SR":
             continue  # SRs (a sonographer's lesion region) are inputs other models read, not studies
+        if r.status == "no_model" and r.kind == "recurrence":
+            continue  # only when a site disabled the case models: an enabled one that cannot
+            # load stops start-up instead
         if r.status == "no_model":
             where = f"study {r.study_uid} ({r.modality})" if r.study_uid else f"case {r.patient_key}"
             out.incomplete.append(f"{where}: {r.summary}")
+        elif r.status == "not_analysed":  # e.g. only tomosynthesis or spot views: said why
+            out.incomplete.append(f"study {r.study_uid} ({r.modality}) not analysed: {r.summary}")
         elif r.status == "insufficient_input":
             out.incomplete.append(f"case {r.patient_key} ({r.model}): {r.summary}")
     return out

@@ -17,6 +17,7 @@ from cds.pipeline.handlers import Pipeline
 from cds.pipeline.registry import ModelRegistry, build_registry, short_name
 from cds.scheduling.stability import StabilityScheduler, check_stable
 from cds.scheduling.workers import WorkerPool
+from cds.security.startup import prepare_process
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
 
@@ -50,7 +51,7 @@ def require_models(settings: Settings) -> ModelRegistry:
 class Service:
     def __init__(self, settings: Settings, *, registry: ModelRegistry | None = None,
                  listen: bool = True) -> None:
-        settings.ensure_dirs()
+        prepare_process(settings)  # umask 077, 0700 folders, site patient-key secret, no telemetry
         self.settings = settings
         self.registry = registry if registry is not None else require_models(settings)
         self.store = Store(settings.store_url)

@@ -28,14 +28,27 @@ from cds.intake.instance_check import (
     STATUS_SUCCESS,
 )
 from cds.intake.spool import refuse, spool_instance
+from cds.intake.structure import STATUS_INTERNAL
+from cds.security.tls import dicom_server_context
 from cds.store import Store
 from cds.store.durable import OUT_OF_SPACE
+from listeners.dicom_admission import RejectionLog, printable_ae, rejection_reason
+from listeners.dicom_guard import NetLimits, install_guard
+from listeners.dicom_tls import identity_check
 
 log = logging.getLogger(__name__)
 
 STORAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
     "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+    # mammograms as archives also hold them: DX, and Secondary Capture with Modality MG (film,
+    # priors, CBIS-DDSM); tomosynthesis is accepted so that it is reported as not analysed
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "Breast Tomosynthesis Image Storage",
+    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
     "1.2.840.10008.5.1.4.1.1.77.1.6": "VL Whole Slide Microscopy Image Storage",
     "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
     "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
@@ -111,7 +124,23 @@ def _spool_tempfile(*_args: Any, **_kwargs: Any) -> SpoolTempFile:
     dul = threading.current_thread()
     assoc = getattr(dul, "assoc", None)
     directory = getattr(getattr(assoc, "ae", None), "cds_incoming_dir", None)
-    return SpoolTempFile(Path(directory) if directory else Path(tempfile.gettempdir()))
+    sink = SpoolTempFile(Path(directory) if directory else Path(tempfile.gettempdir()))
+    if assoc is not None:  # removed when the connection closes unless a handler took it
+        assoc.__dict__.setdefault("cds_tempfiles", []).append(sink)
+    return sink
+
+
+def discard_unclaimed(assoc: Any) -> None:
+    """Remove the temporary files of an association that no C-STORE handler took (aborted,
+    cut-off or failed transfers): nothing received stays in ``incoming/``."""
+    for sink in getattr(assoc, "cds_tempfiles", []):
+        if getattr(sink, "claimed", False):
+            continue
+        sink.close()
+        try:
+            os.unlink(sink.name)
+        except OSError:
+            pass
 
 
 def install_streaming_receive() -> None:
@@ -130,15 +159,18 @@ class DicomListener:
         self.settings = settings
         self.store = store
         self.server: Any = None
+        self.rejections = RejectionLog(store, settings.dicom_rejection_record_interval_s)
         settings.ensure_dirs()
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.settings.ae_title)
         ae.cds_incoming_dir = str(self.settings.incoming_dir)  # read by _spool_tempfile
         ae.maximum_pdu_size = self.settings.max_pdu
-        ae.network_timeout = 120
-        ae.dimse_timeout = 120
-        ae.maximum_associations = 32
+        ae.acse_timeout = self.settings.dicom_acse_timeout_s
+        ae.network_timeout = self.settings.dicom_network_timeout_s
+        ae.dimse_timeout = self.settings.dicom_dimse_timeout_s
+        ae.maximum_associations = self.settings.dicom_max_associations
+        ae.require_called_aet = self.settings.dicom_require_called_ae
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for uid in STORAGE_SOP_CLASSES:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
@@ -155,10 +187,16 @@ class DicomListener:
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_CONN_CLOSE, lambda event: discard_unclaimed(event.assoc)),
         ]
+        if self.settings.tls_ae_identities:  # calling AE titles bound to certificate identities
+            handlers.append((evt.EVT_REQUESTED, identity_check(self.settings, self.store)))
         self.server = self._make_ae().start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
+            ssl_context=dicom_server_context(self.settings),  # DICOM TLS, BCP 195 (cds.security.tls)
         )
+        install_guard(self.server, NetLimits.from_settings(self.settings),
+                      lambda peer, reason: self.rejections.record(peer, "", reason))
         log.info("DICOM listener %s on %s:%s", self.settings.ae_title, self.settings.host,
                  self.settings.port)
 
@@ -181,9 +219,11 @@ class DicomListener:
 
     # -- handlers ---------------------------------------------------------------------------
     def _on_rejected(self, event: Any) -> None:
-        ae = event.assoc.requestor.ae_title
-        log.warning("association rejected for calling AE %r", ae)
-        self.store.record_rejection(ae, "", 0, f"association rejected: calling AE {ae!r} not in allow-list")
+        assoc = event.assoc
+        diagnostic, reason = rejection_reason(assoc, self.settings.ae_title, self.settings.allowed_aes)
+        peer = str(getattr(assoc.requestor, "address", "") or "")
+        calling = printable_ae(getattr(assoc.requestor.primitive, "calling_ae_title", ""))
+        self.rejections.record(peer, calling, reason, diagnostic)
 
     def _on_accepted(self, event: Any) -> None:
         """Record, once per association, the SOP classes we refused at negotiation.
@@ -203,7 +243,22 @@ class DicomListener:
             self.store.record_rejection(ae, "", 0x0122, reason)
 
     def _on_store(self, event: Any) -> int:
-        calling_ae = event.assoc.requestor.ae_title
+        """Every C-STORE ends with a status and, unless Success, a recorded reason."""
+        sink = getattr(event.request, "_dataset_file", None)
+        if sink is not None:
+            sink.claimed = True
+        try:
+            return self._store(event)
+        except Exception as exc:  # never pynetdicom's unrecorded 0xC211
+            log.exception("C-STORE handling failed unexpectedly")
+            path = getattr(sink, "name", None)
+            return refuse(self.settings, self.store, printable_ae(event.assoc.requestor.ae_title),
+                          str(getattr(event.request, "AffectedSOPInstanceUID", "") or ""),
+                          STATUS_INTERNAL, f"internal error while receiving ({type(exc).__name__})",
+                          Path(path) if path and Path(path).exists() else None)
+
+    def _store(self, event: Any) -> int:
+        calling_ae = printable_ae(event.assoc.requestor.ae_title)
         req = event.request
         sop_uid = str(req.AffectedSOPInstanceUID or "")
         sink = getattr(req, "_dataset_file", None)

@@ -24,12 +24,15 @@ from skimage.transform import resize
 from cds.contracts.domain import (
     Calibrated,
     ClinicalContext,
+    DomainCheck,
     MammoImageFinding,
     ModelIdentity,
     PatientRef,
     RecurrenceResult,
     StudyAnalysis,
 )
+from reports import quality as q
+from reports.archive_view import geometry_text, not_analysed_rows, outline_breast
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +112,15 @@ def _show(value: float | str) -> str:
 
 
 def _threshold_text(cal: Calibrated) -> str:
-    return f"threshold {cal.threshold:.3f} ({cal.threshold_name})"
+    return q.operating_point_text(cal)
 
 
-def _summary_row(label: str, cal: Calibrated, model: ModelIdentity, positive: str, negative: str) -> dict:
+def _summary_row(label: str, cal: Calibrated, model: ModelIdentity, positive: str, negative: str,
+                 domain: DomainCheck | None = None) -> dict:
     """One line of the report's summary table: a calibrated probability and its decision."""
     return {"label": label, "value": _fmt(cal.probability), "positive": cal.positive,
-            "decision": positive if cal.positive else negative, "model": f"{model.name} {model.version}"}
+            "decision": q.decision_text(cal, domain, positive, negative), "model": f"{model.name} {model.version}",
+            "ood": q.out_of_domain(domain), "domain": q.domain_text(domain) if q.out_of_domain(domain) else ""}
 
 
 CLINICAL_INPUTS = ("age_years", "tumour_size_mm", "positive_nodes", "grade", "er", "pr", "her2", "ki67",
@@ -131,10 +136,29 @@ def _source_rgb(img: MammoImageFinding, source_paths: dict[str, Path]) -> np.nda
         # The report must still go out (the numbers matter more than the picture).
         log.warning("report: source image %s not on disk; shown without image", img.sop_instance_uid)
         return np.full((img.rows, img.columns, 3), 128.0)
-    return gray_to_rgb(pydicom.dcmread(path).pixel_array)
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":  # shown as a radiologist sees it
+        pixels = pixels.max() - pixels
+    return gray_to_rgb(pixels)
 
 
-def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: dict[str, Path]) -> dict:
+def _quality(cal: Calibrated, domain: DomainCheck | None) -> dict:
+    """Operating point, training-domain status and the out-of-domain banner of one finding."""
+    return {"operating_point": q.operating_point_text(cal), "ood": q.out_of_domain(domain),
+            "domain": q.domain_text(domain)}
+
+
+def _grade_text(img: MammoImageFinding, labels: list[str]) -> str:
+    """The grade probabilities (cumulative-link head), most likely first."""
+    p = img.grade_probabilities
+    names = labels if len(labels) == len(p) else [f"grade {k}" for k in range(len(p))]
+    return ", ".join(f"{n} {_fmt(v)}" for n, v in sorted(zip(names, p), key=lambda t: -t[1]))
+
+
+def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: dict[str, Path],
+                         grade_labels: list[str] | None = None) -> dict:
+    grade_labels = grade_labels or []
     """One mammogram's card: its numbers, the image and the image with heatmap and lesion outlines."""
     rgb = _source_rgb(img, source_paths)
     heat = img.heatmap.load(work_dir) if img.heatmap else None
@@ -146,7 +170,10 @@ def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: d
         "predicted": img.predicted_class.replace("_", " "),
         "malignancy": _fmt(img.malignancy.probability), "positive": img.malignancy.positive,
         "threshold": _fmt(img.malignancy.threshold), "n_lesions": len(img.lesions),
-        "image": _image_uri(small), "overlay": _image_uri(overlay(small, heat, polys)),
+        **_quality(img.malignancy, img.domain), "grade": _grade_text(img, grade_labels),
+        "image": _image_uri(small),
+        "overlay": _image_uri(outline_breast(overlay(small, heat, polys), img, work_dir)),
+        "geometry": geometry_text(img),
         "lesions": [{"id": les.tracking_id, "score": f"{les.score:.2f}",
                      "box": ", ".join(f"{v:.0f}" for v in les.box),
                      "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
@@ -168,6 +195,7 @@ def _slide_context(a: StudyAnalysis) -> dict:
                       "probability": _fmt(t.probability) if t.probability is not None else "-"})
     return {"study_uid": a.study_instance_uid, "probability": _fmt(s.metastasis.probability),
             "positive": s.metastasis.positive, "threshold": _fmt(s.metastasis.threshold),
+            **_quality(s.metastasis, s.domain),
             "stage1": s.tiles_stage1, "stage2": s.tiles_stage2,
             "attention": _image_uri(overlay(base, att_big, [])),
             "tiles": [t for t in tiles if t["image"]]}
@@ -192,6 +220,13 @@ def _clinical_inputs(clinical: ClinicalContext) -> tuple[list[dict], list[str]]:
     inputs = [{"name": k, "value": _show(clinical.values[k]),
                "source": (clinical.sources[k].display or clinical.sources[k].reference) if k in clinical.sources else "-"}
               for k in CLINICAL_INPUTS if k in clinical.values]
+    for i in inputs + [{"name": k} for k in clinical.measured if k not in CLINICAL_INPUTS]:
+        cv = clinical.measured.get(i["name"])  # with unit, original text and source (cds.fhir.reader)
+        if cv is not None:
+            i.update(value=cv.original + (f" ({cv.note})" if cv.note else ""),
+                     source=cv.source.reference if cv.source else "-")
+            if i not in inputs:
+                inputs.append(i)
     missing = [k for k in CLINICAL_INPUTS if k not in clinical.values]
     return inputs, missing
 
@@ -208,13 +243,15 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
             m = a.mammography
             calib[a.model.device_uid] = _threshold_text(m.exam_malignancy)
             summary.append(_summary_row("Mammography malignancy (exam)", m.exam_malignancy, a.model,
-                                        "suspicious", "not suspicious"))
+                                        "suspicious", "not suspicious", q.analysis_domain(a)))
             mammo.append({"study_uid": a.study_instance_uid,
-                          "images": [_mammo_image_context(img, a.work_dir, source_paths) for img in m.images]})
+                          "images": [_mammo_image_context(img, a.work_dir, source_paths, m.grade_labels)
+                                     for img in m.images],
+                          "not_analysed": not_analysed_rows(m)})
         if a.slide:
             calib[a.model.device_uid] = _threshold_text(a.slide.metastasis)
             summary.append(_summary_row("Lymph-node metastasis", a.slide.metastasis, a.model,
-                                        "metastasis suspected", "not suspected"))
+                                        "metastasis suspected", "not suspected", a.slide.domain))
             slides.append(_slide_context(a))
     rec = None
     if recurrence is not None:
@@ -228,6 +265,8 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
         "patient": patient, "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "notice": notice, "summary": summary, "mammo": mammo, "slides": slides, "recurrence": rec,
         "inputs": inputs, "missing_inputs": ", ".join(missing), "us_text": clinical.ultrasound_report_text[:400],
+        "not_used": [{"name": n.variable, "reason": n.reason} for n in clinical.not_used],
+        "encoding": list(recurrence.input_encoding) if recurrence is not None else [],
         "models": [{"name": m.name, "version": m.version, "device_uid": m.device_uid,
                     "calibration": calib.get(uid, "-"), "notice": m.notice or "-"} for uid, m in models.items()],
     }

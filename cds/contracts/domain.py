@@ -44,10 +44,11 @@ class PatientRef(Frozen):
 
     @property
     def key(self) -> str:
-        """Stable, non-identifying key for logs and the store (hash of issuer and id)."""
-        import hashlib
+        """Stable, non-identifying key for logs and the store: HMAC of issuer and id under the
+        site secret (:mod:`cds.contracts.patient_key`)."""
+        from cds.contracts.patient_key import patient_key
 
-        return hashlib.sha256(f"{self.issuer}\x00{self.patient_id}".encode()).hexdigest()[:16]
+        return patient_key(self.issuer, self.patient_id)
 
 
 class InstanceRecord(Frozen):
@@ -298,16 +299,44 @@ class StudyAnalysis(Frozen):
 class SourceRef(Frozen):
     """An input a result was derived from: a FHIR resource or a DICOM object."""
 
-    kind: Literal["Observation", "DiagnosticReport", "ImagingStudy", "DicomInstance", "Patient"]
+    kind: Literal["Observation", "DiagnosticReport", "ImagingStudy", "DicomInstance", "Patient", "Condition"]
     reference: str  # "Observation/123" or a SOP Instance UID
     display: str = ""
 
 
+class ClinicalValue(Frozen):
+    """One clinical value as read: normalised value, its UCUM unit ("" for a coded value such as
+    "positive" or "post"), the resource and element it came from, and the text as received."""
+
+    variable: str
+    value: float | str
+    unit: str = ""
+    source: SourceRef | None = None
+    original: str = ""  # e.g. "5 %" or "2.5 cm" or "Positive (LA6576-8)"
+    note: str = ""  # interpretation applied, e.g. "positive (ASCO/CAP: >= 1 % positive nuclei)"
+
+
+class NotUsed(Frozen):
+    """A clinical input that was found but deliberately not used, with the reason."""
+
+    variable: str
+    reason: str
+    source: str = ""  # "Observation/123", a file name, or "" when not tied to one resource
+
+
 class ClinicalContext(Frozen):
-    """Clinical variables read from FHIR (or an offline bundle), each with where it came from."""
+    """Clinical variables read from FHIR (or an offline bundle), each with where it came from.
+
+    ``values`` is what the models read (numbers in the canonical unit of each variable, or a
+    category); ``measured`` keeps each used value with its unit, source and original text;
+    ``not_used`` lists every value found and refused (unknown unit, implausible, conflicting,
+    ambiguous patient), so that nothing is dropped silently.
+    """
 
     values: dict[str, float | str] = Field(default_factory=dict)
     sources: dict[str, SourceRef] = Field(default_factory=dict)
+    measured: dict[str, ClinicalValue] = Field(default_factory=dict)
+    not_used: list[NotUsed] = Field(default_factory=list)
     ultrasound_report_text: str = ""
     ultrasound_report_ref: SourceRef | None = None
     fhir_patient_ref: str = ""  # "Patient/123" when found on a server
@@ -334,4 +363,13 @@ class RecurrenceResult(Frozen):
     modalities_present: list[str]
     modalities_missing: list[str]
     inputs: list[SourceRef]
+    # Which question-answering variant this is: "clinical" (clinical variables only) or
+    # "multimodal" (clinical + imaging features); "" when the model does not say. Two variants
+    # answer the same question; settings.recurrence_primary picks the one the case reports.
+    scope: Literal["clinical", "multimodal", ""] = ""
+    # The clinical values used (with units and sources), those refused (with reasons), and how
+    # each was encoded for the model (e.g. "ER 5 % -> positive -> fed as 60 fmol/l").
+    clinical_values: list[ClinicalValue] = Field(default_factory=list)
+    not_used: list[NotUsed] = Field(default_factory=list)
+    input_encoding: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)

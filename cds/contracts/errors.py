@@ -41,3 +41,26 @@ class InvalidWeights(ModelUnavailable):
 
 class InputError(PermanentError):
     """The input cannot be read or used as it is; the message names the file, tag or resource."""
+
+
+class NothingToAnalyse(InputError):
+    """Every input was recognised and deliberately not analysed (tomosynthesis, magnification
+    view, ...): the pipeline records a ``not_analysed`` result with the reasons and ends the job;
+    nothing is dead-lettered."""
+
+
+class PeerUnreachable(TransientError):
+    """A peer (``"fhir"``, ``"pacs"``) did not answer: retried within ``settings.retry_budget_h``,
+    whatever the attempt counts say, and made due at once when the peer answers again.
+
+    The message starts with :func:`peer_marker`, so the job or outbox row's ``last_error`` says
+    which peer it waits for (the store finds the waiting rows by it)."""
+
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(f"{peer_marker(peer)} {message}")
+        self.peer = peer
+
+
+def peer_marker(peer: str) -> str:
+    """The tag a waiting row's ``last_error`` carries for ``peer``: ``[peer:fhir]``."""
+    return f"[peer:{peer}]"

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobKind = Literal["study", "case"]
 ResultKind = Literal["study_analysis", "recurrence"]
-ResultStatus = Literal["ok", "no_model", "insufficient_input"]
+ResultStatus = Literal["ok", "no_model", "insufficient_input", "not_analysed"]
 OutputKind = Literal["dicom", "fhir", "pdf"]
 Destination = Literal["folder", "pacs", "fhir"]
 

@@ -2,7 +2,8 @@
 
 An item is marked delivered only after the peer acknowledged it. Outages (connection refused,
 timeouts, 5xx, DICOM "out of resources", association aborted) are retried with the settings'
-backoff until ``outbox_max_attempts``; a permanent refusal (FHIR 4xx with its OperationOutcome,
+backoff (a peer that does not answer: for ``retry_budget_h``, woken when it answers again; any
+other transient failure: until ``outbox_max_attempts``); a permanent refusal (FHIR 4xx with its OperationOutcome,
 a DICOM failure status, a STOW-RS 4xx) goes to the dead letter with the reason and is never
 retried automatically. Safe to run in several processes: claims carry a lease.
 """
@@ -11,14 +12,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from cds.contracts.errors import PermanentError, TransientError
+from cds.audit.disclosure import audit_delivery
+from cds.contracts.errors import PeerUnreachable, PermanentError, TransientError, peer_marker
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
+from cds.dispatch.peer_watch import PeerWatch
 from cds.dispatch.targets import Targets
 from cds.store import Store, worker_name
 
 log = logging.getLogger(__name__)
+
+_PEERS = {"fhir": "fhir", "pacs": "pacs"}  # outbox destination -> peer name
 
 
 class Dispatcher:
@@ -29,6 +35,7 @@ class Dispatcher:
         self.worker = worker or worker_name("dispatch")
         self.lease_s = lease_s
         self.targets = Targets(settings)
+        self.watch = PeerWatch(settings, store)
 
     def close(self) -> None:
         self.targets.close()
@@ -49,6 +56,14 @@ class Dispatcher:
             response = self._deliver(item)
         except PermanentError as exc:
             return self._dead(item, str(exc))
+        except PeerUnreachable as exc:  # an outage of any length within the retry budget
+            if not self.settings.within_retry_budget(item.created_at, time.time()):
+                return self._dead(item, f"gave up after {self.settings.retry_budget_h:g} h: {exc}")
+            delay = self.settings.backoff_s(item.attempts)
+            self.store.outbox_retry(item.id, str(exc), delay)
+            log.warning("outbox %d (%s -> %s) waits for %s, retry in %.1fs", item.id, item.kind,
+                        item.destination, exc.peer, delay)
+            return "pending"
         except TransientError as exc:
             if item.attempts >= self.settings.outbox_max_attempts:
                 return self._dead(item, f"gave up after {item.attempts} attempts: {exc}")
@@ -63,11 +78,16 @@ class Dispatcher:
             log.exception("outbox %d: unexpected error; retry in %.1fs", item.id, delay)
             return "pending"
         self.store.outbox_delivered(item.id, response)
+        audit_delivery(self.settings, self.store, item, response)  # BALP disclosure record
+        if item.last_error and peer_marker(_PEERS.get(item.destination, "")) in item.last_error:
+            self.watch.answered(_PEERS[item.destination])  # back after an outage: wake the rest
         log.info("outbox %d (%s -> %s) delivered: %s", item.id, item.kind, item.destination, response)
         return "delivered"
 
     def run_once(self) -> int:
-        """Deliver every item due now; returns how many were handled (any outcome)."""
+        """Deliver every item due now; returns how many were handled (any outcome). First, at
+        most once per probe interval, wake the work waiting for a peer that answers again."""
+        self.watch.tick()
         handled = 0
         seen: set[int] = set()
         while True:

@@ -18,6 +18,9 @@ from urllib.parse import quote
 import httpx
 
 from cds.contracts.settings import Settings
+from cds.security.http import check_token_url, http_client, redact_url
+from cds.security.secrets import secret_value
+from cds.security.smart import token_form
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,10 @@ class FhirClient:
             raise ValueError("FhirClient needs settings.fhir_base_url (CDS_FHIR_BASE_URL)")
         self.base = settings.fhir_base_url.rstrip("/")
         self.settings = settings
-        self.http = http or httpx.Client(timeout=settings.fhir_timeout_s)
-        self._token: str = settings.fhir_token
-        self._token_expires: float = float("inf") if settings.fhir_token else 0.0
+        self.http = http or http_client(settings, "fhir", settings.fhir_timeout_s)
+        self._static_token = secret_value(settings, "fhir_token")
+        self._token: str = self._static_token
+        self._token_expires: float = float("inf") if self._static_token else 0.0
 
     def close(self) -> None:
         self.http.close()
@@ -72,20 +76,19 @@ class FhirClient:
     # -- auth -------------------------------------------------------------------------------
     def _bearer(self) -> str | None:
         s = self.settings
-        if s.fhir_token:
-            return s.fhir_token
+        if self._static_token:
+            return self._static_token
         if not s.fhir_token_url:
             return None
         if self._token and time.time() < self._token_expires - 30:
             return self._token
-        data = {"grant_type": "client_credentials", "client_id": s.fhir_client_id,
-                "client_secret": s.fhir_client_secret}
-        if s.fhir_scope:
-            data["scope"] = s.fhir_scope
+        check_token_url(s, s.fhir_token_url)
+        data = token_form(s, s.fhir_token_url, secret_value(s, "fhir_client_secret"))
         try:
             r = self.http.post(s.fhir_token_url, data=data, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise FhirError(f"OAuth2 token request to {s.fhir_token_url} failed: {exc}") from exc
+            raise FhirError(f"OAuth2 token request to {redact_url(s.fhir_token_url)} failed: "
+                            f"{exc.__class__.__name__}") from exc
         if r.status_code != 200:
             raise FhirError(f"OAuth2 token endpoint {s.fhir_token_url} answered {r.status_code}: "
                             f"{r.text[:300]}", status=r.status_code)
@@ -108,25 +111,25 @@ class FhirClient:
     # -- requests ---------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
                 headers: dict[str, str] | None = None) -> httpx.Response:
-        url = f"{self.base}/{path.lstrip('/')}"
+        url = path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
         hdrs = self._headers(headers)
         if json is not None:
             hdrs["Content-Type"] = FHIR_JSON
         try:
             r = self.http.request(method, url, params=params, json=json, headers=hdrs)
         except httpx.TimeoutException as exc:
-            raise FhirError(f"FHIR {method} {url}: timed out after {self.settings.fhir_timeout_s}s") from exc
+            raise FhirError(f"FHIR {method} {redact_url(url)}: timed out after {self.settings.fhir_timeout_s}s") from exc
         except httpx.HTTPError as exc:
-            raise FhirError(f"FHIR {method} {url}: {exc.__class__.__name__}: {exc}") from exc
+            raise FhirError(f"FHIR {method} {redact_url(url)}: {exc.__class__.__name__}: {exc}") from exc
         if r.status_code >= 400:
             try:
                 body = r.json()
             except ValueError:
                 body = None
             text = outcome_text(body) or r.text[:300]
-            raise FhirError(f"FHIR {method} {url} answered {r.status_code}: {text}", status=r.status_code,
+            raise FhirError(f"FHIR {method} {redact_url(url)} answered {r.status_code}: {text}", status=r.status_code,
                             outcome=text)
-        log.debug("FHIR %s %s -> %d", method, url, r.status_code)
+        log.debug("FHIR %s %s -> %d", method, redact_url(url), r.status_code)
         return r
 
     def search(self, resource_type: str, params: dict[str, str], max_pages: int = 20) -> list[dict]:
@@ -136,11 +139,17 @@ class FhirClient:
         for _ in range(max_pages):
             bundle = r.json()
             out += [e["resource"] for e in bundle.get("entry", [])
-                    if e.get("resource", {}).get("resourceType") == resource_type]
+                    if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                    and e["resource"].get("resourceType") == resource_type]
             nxt = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
             if not nxt:
                 break
-            r = self.request("GET", nxt.removeprefix(self.base))
+            if nxt.startswith(("http://", "https://")) and httpx.URL(nxt).host != httpx.URL(self.base).host:
+                raise FhirError(f"FHIR search {resource_type}: next link points to another host "
+                                f"({httpx.URL(nxt).host}); not followed (the token is not sent elsewhere)")
+            r = self.request("GET", nxt)  # absolute on the server's host, or relative to the base
+        else:
+            log.warning("FHIR search %s: more than %d pages; the rest is not read", resource_type, max_pages)
         return out
 
     def read(self, resource_type: str, rid: str) -> dict:

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cds.audit.trail import audit_receipt
 from cds.contracts.domain import InstanceRecord
 from cds.contracts.settings import Settings
+from cds.contracts.uids import is_valid_uid
 from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
@@ -23,10 +25,15 @@ from cds.intake.instance_check import (
     InstanceProblem,
     inspect_instance,
 )
+from cds.intake.spool_paths import place_new, spool_path
+from cds.intake.structure import STATUS_INTERNAL
+from cds.security.privacy import scrub_text
 from cds.store import Store
-from cds.store.durable import OUT_OF_SPACE, move_durable
+from cds.store.durable import OUT_OF_SPACE
 
 log = logging.getLogger(__name__)
+
+ORPHAN_AGE_S = 300.0  # an unindexed spool file older than this was left by a crash
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,12 @@ def _status_for(exc: BaseException) -> int:
 
 def refuse(settings: Settings, store: Store, calling_ae: str, sop_uid: str, status: int,
            reason: str, tmp: Path | None) -> int:
-    """Record a refusal (kept in <data>/rejected for inspection) and return its status."""
+    """Record a refusal (kept in <data>/rejected for inspection) and return its status.
+
+    ``sop_uid`` comes from the peer: it is logged and recorded only if it is a valid UID.
+    """
+    sop_uid = sop_uid if is_valid_uid(sop_uid) else ""
+    reason = scrub_text(reason)  # parser messages can quote raw element values (patient data)
     quarantine = ""
     if tmp is not None and tmp.exists():
         rejected = settings.data_dir / "rejected"
@@ -61,7 +73,7 @@ def refuse(settings: Settings, store: Store, calling_ae: str, sop_uid: str, stat
             os.replace(tmp, target)
             quarantine = str(target)
         except OSError:
-            pass
+            tmp.unlink(missing_ok=True)  # never leave a received file behind in incoming/
     log.warning("instance %s refused with 0x%04X: %s", sop_uid or "(unknown)", status, reason)
     try:
         store.record_rejection(calling_ae, sop_uid, status, reason, quarantine)
@@ -72,7 +84,27 @@ def refuse(settings: Settings, store: Store, calling_ae: str, sop_uid: str, stat
 
 def spool_instance(settings: Settings, store: Store, tmp: Path, calling_ae: str, *,
                    command_sop_class: str, command_sop_instance: str) -> IntakeOutcome:
-    """Check, spool and index one received file; the file at ``tmp`` is moved or quarantined."""
+    """Check, spool and index one received file; the file at ``tmp`` is moved or quarantined.
+
+    Whatever goes wrong, the answer is a status with a recorded reason, never an exception.
+    """
+    try:
+        outcome = _spool_checked(settings, store, tmp, calling_ae, command_sop_class=command_sop_class,
+                                 command_sop_instance=command_sop_instance)
+    except Exception as exc:  # a bug or an unforeseen input: refused, recorded, file quarantined
+        log.exception("intake of an instance failed unexpectedly")
+        reason = f"internal error while checking the instance ({type(exc).__name__})"
+        refuse(settings, store, calling_ae, command_sop_instance, STATUS_INTERNAL, reason,
+               tmp if tmp.exists() else None)
+        return IntakeOutcome(STATUS_INTERNAL, reason)
+    if outcome.ok and outcome.meta is not None and not outcome.duplicate:  # BALP receipt record
+        audit_receipt(settings, patient_key=outcome.meta.patient.key, calling_ae=calling_ae,
+                      study_uid=outcome.meta.study_instance_uid, sop_uid=outcome.meta.sop_instance_uid)
+    return outcome
+
+
+def _spool_checked(settings: Settings, store: Store, tmp: Path, calling_ae: str, *,
+                   command_sop_class: str, command_sop_instance: str) -> IntakeOutcome:
     try:
         meta = inspect_instance(tmp, command_sop_class=command_sop_class,
                                 command_sop_instance=command_sop_instance)
@@ -88,28 +120,68 @@ def spool_instance(settings: Settings, store: Store, tmp: Path, calling_ae: str,
     )
     if store.instance_exists(meta.sop_instance_uid):
         store.record_instance(record, meta.patient)  # counts the duplicate, keeps the first copy
+        tmp.unlink(missing_ok=True)
         log.info("duplicate instance %s acknowledged (already stored)", meta.sop_instance_uid)
         return IntakeOutcome(STATUS_SUCCESS, "duplicate", meta, duplicate=True)
 
-    dest = settings.spool_dir / meta.study_instance_uid / meta.series_instance_uid / f"{meta.sop_instance_uid}.dcm"
+    dest = spool_path(settings.spool_dir, meta.study_instance_uid, meta.series_instance_uid,
+                      meta.sop_instance_uid)
+    placed = False
     try:
         size = tmp.stat().st_size
-        move_durable(tmp, dest)
+        placed = place_new(tmp, dest)
+        if not placed:  # another association is storing this very instance, or a crash left it
+            return _existing_file(settings, store, tmp, calling_ae, record, meta)
         store.record_instance(
             record.model_copy(update={"path": dest.resolve(), "size_bytes": size}),
             meta.patient, accession=meta.accession_number, study_date=meta.study_date,
         )
     except Exception as exc:  # not acknowledged: the sender keeps it and retries
-        if dest.exists() and not store.instance_exists(meta.sop_instance_uid):
+        if placed and not store.instance_exists(meta.sop_instance_uid):
             try:
                 dest.unlink()
             except OSError:
                 pass
         status = _status_for(exc)
-        reason = f"could not store the instance: {exc}"
+        reason = f"could not store the instance: {type(exc).__name__} {getattr(exc, 'strerror', '') or ''}".strip()
         refuse(settings, store, calling_ae, meta.sop_instance_uid, status, reason,
                tmp if tmp.exists() else None)
         return IntakeOutcome(status, reason, meta)
     log.info("stored %s (%s, study %s, %d bytes)", meta.sop_instance_uid, meta.modality,
              meta.study_instance_uid, size)
     return IntakeOutcome(STATUS_SUCCESS, "", meta)
+
+
+def _existing_file(settings: Settings, store: Store, tmp: Path, calling_ae: str,
+                   record: InstanceRecord, meta: InstanceMeta) -> IntakeOutcome:
+    """The spool file exists already: acknowledged duplicate if indexed, else a retryable refusal.
+
+    An indexed file was acknowledged and is never replaced. An unindexed one is either being
+    indexed by another association right now (refused for now: the sender retries) or, when older
+    than :data:`ORPHAN_AGE_S`, left by a crash between placing and indexing: never acknowledged,
+    so the new copy takes its place.
+    """
+    if store.instance_exists(meta.sop_instance_uid):
+        tmp.unlink(missing_ok=True)
+        store.record_instance(record, meta.patient)
+        log.info("duplicate instance %s acknowledged (already stored)", meta.sop_instance_uid)
+        return IntakeOutcome(STATUS_SUCCESS, "duplicate", meta, duplicate=True)
+    dest = spool_path(settings.spool_dir, meta.study_instance_uid, meta.series_instance_uid,
+                      meta.sop_instance_uid)
+    try:
+        orphan = time.time() - dest.stat().st_mtime > ORPHAN_AGE_S
+    except FileNotFoundError:
+        orphan = True
+    if orphan:
+        log.warning("replacing the unindexed spool file of %s left by a crash", meta.sop_instance_uid)
+        dest.unlink(missing_ok=True)
+        if place_new(tmp, dest):
+            size = dest.stat().st_size
+            store.record_instance(record.model_copy(update={"path": dest.resolve(), "size_bytes": size}),
+                                  meta.patient, accession=meta.accession_number, study_date=meta.study_date)
+            return IntakeOutcome(STATUS_SUCCESS, "", meta)
+    reason = ("an instance with this SOP Instance UID is being stored by another association "
+              "or awaits indexing; not replaced, send it again later")
+    refuse(settings, store, calling_ae, meta.sop_instance_uid, STATUS_OUT_OF_RESOURCES, reason, None)
+    tmp.unlink(missing_ok=True)
+    return IntakeOutcome(STATUS_OUT_OF_RESOURCES, reason, meta)

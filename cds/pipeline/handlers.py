@@ -21,13 +21,14 @@ import shutil
 from pathlib import Path
 
 from cds.contracts.domain import CaseInput, PatientRef, RecurrenceResult, StudyAnalysis, StudyInput
-from cds.contracts.errors import InsufficientInput, PermanentError
+from cds.contracts.errors import InsufficientInput, NothingToAnalyse, PermanentError
 from cds.contracts.handoffs import CaseJobPayload, Job, JobHandler, NewResult
 from cds.contracts.settings import Settings
 from cds.fhir.context import fetch_clinical_context
 from cds.pipeline import outbox
 from cds.pipeline.registry import ModelRegistry
 from cds.pipeline.summary import summarize, summarize_recurrence
+from cds.pipeline.supersede import choose_recurrence, previous_dicom_outputs
 from cds.store import Store
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,13 @@ class Pipeline:
         work = self._job_dir(job)
         rows, analyses = [], []
         for model in models:
-            analysis = model.analyze(study, work / model.identity.name)
+            try:
+                analysis = model.analyze(study, work / model.identity.name)
+            except NothingToAnalyse as exc:  # recognised, deliberately unread: a result, not a failure
+                rows.append(NewResult(**base, status="not_analysed", model=model.identity.name,
+                                      model_version=model.identity.version, summary=str(exc)))
+                log.info("study %s: %s analysed no instance", study_uid, model.identity.name)
+                continue
             analyses.append(analysis)
             rows.append(NewResult(**base, status="ok", model=model.identity.name,
                                   model_version=model.identity.version, summary=summarize(analysis),
@@ -111,8 +118,8 @@ class Pipeline:
         seen: set[tuple[str | None, str | None]] = set()
         out = []
         for r in self.store.results(patient_key=patient_key, kind="study_analysis"):
-            if (r.study_uid, r.model) in seen or r.body is None:
-                continue
+            if (r.study_uid, r.model) in seen or r.status != "ok" or r.body is None:
+                continue  # "no model" / "not analysed" rows carry no analysis
             seen.add((r.study_uid, r.model))
             out.append(StudyAnalysis.model_validate(r.body))
         return out
@@ -126,14 +133,17 @@ class Pipeline:
         rows = []
         for model in self.registry.case_models:
             ident = {"model": model.identity.name, "model_version": model.identity.version}
+            every = getattr(model, "analyze_case_all", None)  # a model with several variants
             try:
-                result = model.analyze_case(case)
+                found = every(case) if callable(every) else [model.analyze_case(case)]
             except InsufficientInput as exc:  # e.g. a mammogram and no clinical record yet:
                 rows.append(NewResult(**base, **ident, status="insufficient_input", summary=str(exc)))
                 continue  # the case is evaluated again when an input arrives
-            results.append(result)
-            rows.append(NewResult(**base, **ident, status="ok", summary=summarize_recurrence(result),
-                                  body=result.model_dump(mode="json")))
+            for result in found:
+                results.append(result)
+                rows.append(NewResult(**base, model=result.model.name, model_version=result.model.version,
+                                      status="ok", summary=summarize_recurrence(result),
+                                      body=result.model_dump(mode="json")))
         return results, rows
 
     def run_case_job(self, job: Job) -> str:
@@ -156,8 +166,10 @@ class Pipeline:
         self.store.replace_results(job.id, rows)
         queued = 0
         if analyses or results:
+            primary, others = choose_recurrence(results, self.settings.recurrence_primary)
             queued = outbox.queue_case_outputs(
                 self.settings, self.store, job.id, self._out_dir(job), patient=patient,
-                analyses=analyses, clinical=clinical, recurrence=results[0] if results else None)
+                analyses=analyses, clinical=clinical, recurrence=primary, alternatives=others,
+                replaces=previous_dicom_outputs(self.store, patient_key, job.id))
         self.store.set_case(patient_key, fingerprint, job.id)
         return f"case evaluated ({len(results)} case model(s)); {queued} output(s) queued"

@@ -49,8 +49,10 @@ def queue_study_outputs(settings: Settings, store: Store, job_id: int, out_dir: 
 
 def queue_case_outputs(settings: Settings, store: Store, job_id: int, out_dir: Path, *,
                        patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,
-                       recurrence: RecurrenceResult | None) -> int:
+                       recurrence: RecurrenceResult | None,
+                       alternatives: list[RecurrenceResult] | None = None,
+                       replaces: dict[str, Path] | None = None) -> int:
     sources = source_files(store, analyses)
     artifacts = writers.case_outputs(settings, patient, analyses, clinical, recurrence, out_dir,
-                                     sources=sources)
+                                     sources=sources, alternatives=alternatives, replaces=replaces)
     return queue(settings, store, job_id, artifacts)

@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from cds.contracts.handoffs import CaseJobPayload
 from cds.contracts.settings import Settings
+from cds.scheduling.retention import clean
 from cds.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class StabilityScheduler:
                 seconds=self.settings.case_refresh_interval_s, id="refresh-cases",
                 max_instances=1, coalesce=True,
             )
+        if self.settings.retention_interval_s > 0:  # incoming/, rejected/, work/, spool (retention.py)
+            self._scheduler.add_job(clean, "interval", args=(self.settings, self.store),
+                                    seconds=self.settings.retention_interval_s, id="retention",
+                                    max_instances=1, coalesce=True)
         self._scheduler.start()
 
     def stop(self) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from cds.contracts.errors import PermanentError
+from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import JobHandler
 from cds.contracts.settings import Settings
 from cds.store import Store, worker_name
@@ -51,6 +52,13 @@ class WorkerPool:
         except PermanentError as exc:
             self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None)
             log.error("job %d dead: %s", job.id, exc)
+        except PeerUnreachable as exc:
+            # An outage of any length within the retry budget: capped backoff, never dead on the
+            # attempt count; the dispatcher's probe makes it due when the peer answers again.
+            within = self.settings.within_retry_budget(job.created_at, time.time())
+            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", ignore_attempts=within,
+                                        retry_delay_s=self.settings.backoff_s(job.attempts) if within else None)
+            log.warning("job %d (attempt %d) waits for %s, now %s", job.id, job.attempts, exc.peer, state)
         except Exception as exc:
             # TransientError, and anything unforeseen (a bug): retried with backoff until
             # max_attempts, then dead, so nothing is lost; the traceback goes to the log.

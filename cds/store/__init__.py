@@ -12,6 +12,7 @@ The store is split by concern, one module each, composed here into one facade:
 - :mod:`cds.store.jobs` — the job queue; :mod:`cds.store.results` — model results
 - :mod:`cds.store.outbox` — outputs to deliver; :mod:`cds.store.cases` — per-patient case state
 - :mod:`cds.store.status` — counts and the listings ``cds status`` shows
+- :mod:`cds.store.waiting` — jobs and outputs waiting for a peer that did not answer
 
 Hand-offs (jobs, results, outbox items) are the typed models of :mod:`cds.contracts.handoffs`;
 the store's own listing rows are in :mod:`cds.store.rows`.
@@ -26,11 +27,12 @@ from cds.store.outbox import OutboxStore
 from cds.store.results import ResultStore
 from cds.store.rows import CaseOverviewRow, InstanceRow, RejectionRow, StudyRow
 from cds.store.status import StatusStore
+from cds.store.waiting import WaitingStore
 
 __all__ = ["CaseOverviewRow", "InstanceRow", "RejectionRow", "Store", "StudyRow", "worker_name"]
 
 
-class Store(InstanceStore, JobStore, ResultStore, OutboxStore, CaseStore, StatusStore):
+class Store(InstanceStore, JobStore, ResultStore, OutboxStore, CaseStore, StatusStore, WaitingStore):
     """SQLite-backed store. One instance per process; thread-safe through per-thread connections.
 
     ``Store(url, synchronous="FULL")``: only ``sqlite:///PATH`` URLs are built in.

@@ -25,6 +25,11 @@ class CaseStore(Database):
                 (patient_key, now, fingerprint, now if fingerprint else None, job_id),
             )
 
+    def case_last_job(self, patient_key: str) -> int | None:
+        """The case job that last evaluated the patient (its outputs are the current ones)."""
+        rows = self._query("SELECT last_job_id FROM cases WHERE patient_key=?", (patient_key,))
+        return int(rows[0]["last_job_id"]) if rows and rows[0]["last_job_id"] is not None else None
+
     def active_patients(self, since: float) -> list[str]:
         """Patient keys with a study received since ``since`` (epoch seconds)."""
         return [r[0] for r in self._query(

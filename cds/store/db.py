@@ -31,6 +31,10 @@ class Database:
         self._synchronous = synchronous
         self._local = threading.local()
         self._con().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+        for suffix in ("", "-wal", "-shm"):  # names, IDs, birth dates: owner only
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
 
     def _con(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)

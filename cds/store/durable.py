@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # files are created 0600: outputs carry patient data
 
 
 def fsync_file(path: Path) -> None:
@@ -40,7 +41,7 @@ def makedirs_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=0o700)
         except FileExistsError:
             continue
         fsync_dir(d.parent)
@@ -67,7 +68,7 @@ def copy_durable(src: Path, dest: Path) -> None:
     """Copy a file into place atomically and durably (streamed; a re-copy overwrites ``dest``)."""
     makedirs_durable(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(src, "rb") as s, open(tmp, "wb") as d:
+    with open(src, "rb") as s, open(os.open(tmp, _CREATE, 0o600), "wb") as d:
         shutil.copyfileobj(s, d, 4 << 20)
         d.flush()
         os.fsync(d.fileno())
@@ -79,7 +80,7 @@ def write_durable(dest: Path, data: bytes) -> None:
     """Write bytes to ``dest`` atomically and durably (temp file in the same folder)."""
     makedirs_durable(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, _CREATE, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

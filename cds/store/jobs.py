@@ -99,13 +99,16 @@ class JobStore(Database):
                 (now, now, note or None, job_id),
             )
 
-    def fail_job(self, job_id: int, error: str, *, retry_delay_s: float | None) -> str:
+    def fail_job(self, job_id: int, error: str, *, retry_delay_s: float | None,
+                 ignore_attempts: bool = False) -> str:
         """Record a failure: back to the queue after ``retry_delay_s``, or dead-letter when the
-        attempts are used up or the error is permanent (``retry_delay_s=None``)."""
+        attempts are used up or the error is permanent (``retry_delay_s=None``).
+        ``ignore_attempts``: a peer outage within the retry budget; the attempt count does not
+        dead-letter it."""
         now = time.time()
         with self.tx() as con:
             row = con.execute("SELECT attempts, max_attempts FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if retry_delay_s is None or row["attempts"] >= row["max_attempts"]:
+            if retry_delay_s is None or (row["attempts"] >= row["max_attempts"] and not ignore_attempts):
                 state = "dead"
                 con.execute(
                     "UPDATE jobs SET state='dead', last_error=?, updated_at=?, finished_at=? WHERE id=?",

@@ -68,3 +68,9 @@ class OutboxStore(Database):
 
     def outbox_items(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         return [_outbox(r) for r in self._rows("outbox", state, limit)]
+
+    def outbox_of_job(self, job_id: int) -> list[OutboxItem]:
+        """The outputs one job queued (any state), oldest first: what a re-evaluation supersedes."""
+        rows = self._query("SELECT * FROM outbox WHERE json_extract(meta, '$.job_id')=? ORDER BY id",
+                           (job_id,))
+        return [_outbox(r) for r in rows]

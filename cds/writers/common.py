@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cds.contracts.domain import ModelIdentity
+from cds.contracts.errors import PermanentError
 
 _OUTPUT_NAMESPACE = uuid.UUID("3c0f5e0e-4a53-4f5e-8f0a-5d9b8f1f6c21")
 
@@ -85,12 +86,24 @@ def add_contributing_equipment(ds: Dataset, models: list[ModelIdentity],
     ds.ContributingEquipmentSequence = seq
 
 
+# Type 2 attributes of the Patient and General Study modules that the outputs copy from their
+# source. Archive conversions (digitized film, public data sets as Secondary Capture) often leave
+# them out entirely; an output must still carry them, empty, as the IODs require.
+_COPIED_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
 def read_headers(paths: list[Path]) -> list[Dataset]:
-    """Read source instances without pixel data, with a clear error naming a bad file."""
+    """Read source instances without pixel data, with a clear error naming a bad file; absent
+    Type 2 patient/study attributes are added empty (in memory only) for the writers to copy."""
     out = []
     for p in paths:
         try:
-            out.append(pydicom.dcmread(p, stop_before_pixels=True))
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
         except Exception as exc:  # pydicom raises several types for bad files
-            raise ValueError(f"cannot read source DICOM {p}: {exc}") from exc
+            raise PermanentError(f"cannot read source DICOM {p}: {exc}") from exc
+        for keyword in _COPIED_TYPE2:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        out.append(ds)
     return out

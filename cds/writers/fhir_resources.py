@@ -22,12 +22,14 @@ from fhir.resources.R4B import get_fhir_model_class
 from cds.contracts.domain import (
     Calibrated,
     ClinicalContext,
+    DomainCheck,
     ModelIdentity,
     PatientRef,
     RecurrenceResult,
     SourceRef,
 )
 from cds.contracts.settings import Settings
+from reports.quality import domain_text, operating_point_text, out_of_domain
 
 RESULT_SYSTEM = "urn:breast-cds:result"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
@@ -101,8 +103,10 @@ def device_reference(model: ModelIdentity) -> dict[str, Any]:
 
 
 def source_reference(src: SourceRef) -> dict[str, Any]:
-    if src.kind in ("Observation", "DiagnosticReport", "Patient") and "/" in src.reference:
-        return {"reference": src.reference, "display": src.display or src.kind}
+    if src.kind in ("Observation", "DiagnosticReport", "Patient", "Condition"):
+        if "/" in src.reference and not src.reference.startswith("urn:"):
+            return {"reference": src.reference, "display": src.display or src.kind}
+        return {"display": f"{src.display or src.kind} ({src.reference})"}  # urn:uuid of an offline Bundle
     if src.kind == "ImagingStudy":
         return dicom_reference(src.reference, "ImagingStudy", src.display or "Imaging study")
     return dicom_reference(src.reference, None, src.display or "DICOM object")
@@ -127,8 +131,12 @@ def _notes(model: ModelIdentity, extra: str = "") -> list[dict[str, str]]:
 
 def risk_assessment_binary(*, key: str, settings: Settings, patient: PatientRef, model: ModelIdentity,
                            outcome: str, calibrated: Calibrated, study_uid: str, sr_uid: str | None,
-                           when: datetime, clinical: ClinicalContext | None = None) -> dict[str, Any]:
-    """RiskAssessment for a calibrated binary prediction (mammography malignancy, LN metastasis)."""
+                           when: datetime, clinical: ClinicalContext | None = None,
+                           domain: DomainCheck | None = None) -> dict[str, Any]:
+    """RiskAssessment for a calibrated binary prediction (mammography malignancy, LN metastasis).
+
+    Out of the training domain: no qualitativeRisk, and the rationale and a note say why."""
+    ood = out_of_domain(domain)
     basis = [dicom_reference(study_uid, "ImagingStudy", "Imaging study analysed")]
     if sr_uid:
         basis.append(dicom_reference(sr_uid, None, "DICOM SR (TID 1500) with the findings"))
@@ -144,11 +152,12 @@ def risk_assessment_binary(*, key: str, settings: Settings, patient: PatientRef,
         "prediction": [{
             "outcome": {"text": outcome},
             "probabilityDecimal": round(float(calibrated.probability), 6),
-            "qualitativeRisk": _qualitative(calibrated.positive),
-            "rationale": f"calibrated probability {calibrated.probability:.3f}; decision threshold "
-                         f"{calibrated.threshold:.3f} ({calibrated.threshold_name})",
+            "qualitativeRisk": None if ood else _qualitative(calibrated.positive),
+            "rationale": ("UNRELIABLE, no decision: input out of the model's training domain; " if ood else "")
+            + f"calibrated probability {calibrated.probability:.3f}; decision threshold "
+              f"{calibrated.threshold:.3f} ({calibrated.threshold_name}); {operating_point_text(calibrated)}",
         }],
-        "note": _notes(model),
+        "note": _notes(model) + ([{"text": "Training domain: " + domain_text(domain)}] if domain else []),
     }
 
 
@@ -180,7 +189,9 @@ def risk_assessment_recurrence(*, key: str, settings: Settings, patient: Patient
         "performer": device_reference(rec.model),
         "basis": basis or None,
         "prediction": preds,
-        "note": _notes(rec.model, f"inputs missing: {missing}" if missing else ""),
+        "note": _notes(rec.model, f"inputs missing: {missing}" if missing else "")
+        + [{"text": f"Input not used: {n.variable}: {n.reason}"} for n in rec.not_used]
+        + [{"text": f"Input encoding: {line}"} for line in rec.input_encoding],
     }
 
 

@@ -34,6 +34,8 @@ from cds.writers import fhir_resources as fr
 from cds.writers import seg as segw
 from cds.writers import sr as srw
 from cds.writers.common import output_key, read_headers
+from cds.writers.supersession import add_predecessor, question_key, stamp, supporting_info, why_they_differ
+from reports.quality import OUT_OF_DOMAIN, analysis_domain, out_of_domain
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,11 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
         segs = segw.mammography_seg(analysis, {u: src_paths[u] for u in headers})
         outcome, cal = "Breast malignancy (in situ or invasive carcinoma)", analysis.mammography.exam_malignancy
     elif analysis.slide is not None:
-        base = _need(src_paths, analysis.slide.base_sop_instance_uid, study)
-        headers = {analysis.slide.base_sop_instance_uid: read_headers([base])[0]}
-        segs = [segw.slide_seg(analysis, base)]
+        base_uid = analysis.slide.base_sop_instance_uid
+        map_uid = analysis.slide.map_level_sop_instance_uid or base_uid  # the SEG's source level
+        level_paths = {u: _need(src_paths, u, study) for u in dict.fromkeys((base_uid, map_uid))}
+        headers = dict(zip(level_paths, read_headers(list(level_paths.values()))))
+        segs = [segw.slide_seg(analysis, level_paths[map_uid])]
         outcome, cal = "Lymph node metastasis", analysis.slide.metastasis
     elif analysis.ultrasound is not None:  # features for the recurrence model: the region, no diagnosis
         uid = analysis.ultrasound.sop_instance_uid
@@ -100,7 +104,8 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
     key = output_key(study, model, "fhir-riskassessment")
     ra = fr.risk_assessment_binary(key=key, settings=settings, patient=analysis.patient, model=model,
                                    outcome=outcome, calibrated=cal, study_uid=study,
-                                   sr_uid=str(report.SOPInstanceUID), when=analysis.created_at)
+                                   sr_uid=str(report.SOPInstanceUID), when=analysis.created_at,
+                                   domain=analysis_domain(analysis))
     arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "riskassessment.json"), key=key,
                                resource_type="RiskAssessment", description=f"RiskAssessment: {outcome}"))
     return arts
@@ -122,11 +127,11 @@ def _conclusion(analyses: list[StudyAnalysis], recurrence: RecurrenceResult | No
         if a.mammography:
             m = a.mammography.exam_malignancy
             parts.append(f"Mammography malignancy probability {m.probability:.2f} "
-                         f"({'above' if m.positive else 'below'} threshold {m.threshold:.2f}).")
+                         f"({OUT_OF_DOMAIN if out_of_domain(analysis_domain(a)) else ('above' if m.positive else 'below')} threshold {m.threshold:.2f}).")
         if a.slide:
             s = a.slide.metastasis
             parts.append(f"Lymph-node metastasis probability {s.probability:.2f} "
-                         f"({'above' if s.positive else 'below'} threshold {s.threshold:.2f}).")
+                         f"({OUT_OF_DOMAIN if out_of_domain(analysis_domain(a)) else ('above' if s.positive else 'below')} threshold {s.threshold:.2f}).")
     if recurrence:
         risks = ", ".join(f"{y} y {p:.0%}" for y, p in sorted(recurrence.absolute_risk.items()))
         parts.append(f"Recurrence risk group {recurrence.risk_group} ({risks}).")
@@ -137,10 +142,14 @@ def _conclusion(analyses: list[StudyAnalysis], recurrence: RecurrenceResult | No
 
 def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
                  clinical: ClinicalContext, recurrence: RecurrenceResult | None, out_dir: Path,
-                 sources: dict[str, Path]) -> list[OutputArtifact]:
+                 sources: dict[str, Path], alternatives: list[RecurrenceResult] | None = None,
+                 replaces: dict[str, Path] | None = None) -> list[OutputArtifact]:
     """Recurrence RiskAssessment (+ case SR), PDF in a DiagnosticReport, Provenance, optional
-    Encapsulated PDF, for one patient case."""
+    Encapsulated PDF, for one patient case. ``alternatives``: other recurrence variants, shown
+    beside the primary one; ``replaces``: the previous evaluation's DICOM outputs by role, which
+    the new ones reference (see :mod:`cds.writers.supersession`)."""
     from reports.pdf import render_pdf, report_context
+    from reports.recurrence_pair import add_alternatives
 
     if not analyses and recurrence is None:
         return []
@@ -156,7 +165,7 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
                           for a in analyses]
     if recurrence is not None:
         rec_arts, rec_key = _recurrence_outputs(settings, patient, analyses, clinical, recurrence,
-                                                case_id, out_dir, src_paths)
+                                                case_id, out_dir, src_paths, replaces or {})
         arts += rec_arts
         targets.append({"type": "RiskAssessment", "identifier": fr.identifier(rec_key)})
         inputs += [fr.source_reference(s) for s in recurrence.inputs]
@@ -164,13 +173,15 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
         inputs += [fr.source_reference(s) for s in clinical.sources.values()]
     targets += _study_risk_assessment_targets(analyses)
 
-    pdf = render_pdf(report_context(patient, analyses, clinical, recurrence, src_paths))
+    others = [why_they_differ(recurrence, o) for o in alternatives or []] if recurrence else []
+    pdf = render_pdf(add_alternatives(report_context(patient, analyses, clinical, recurrence, src_paths),
+                                      recurrence, alternatives or [], others))
     lead = recurrence.model if recurrence else analyses[0].model
     arts.append(_pdf_output(pdf, out_dir, case_id, lead))
     dr_art = _diagnostic_report_output(settings, patient, analyses, clinical, recurrence, pdf,
-                                       case_id, lead, when, out_dir)
+                                       case_id, lead, when, out_dir, targets, others)
     arts.append(dr_art)
-    targets.append({"type": "DiagnosticReport", "identifier": fr.identifier(dr_art.key)})
+    targets.append({"type": "DiagnosticReport", "identifier": fr.identifier(question_key(patient, "report"))})
     arts.append(_provenance_output(case_id, lead, targets, models, inputs, when, out_dir))
     if settings.encapsulated_pdf and analyses:
         arts += _encapsulated_pdf_outputs(patient, analyses, pdf, case_id, lead, models, when, out_dir, src_paths)
@@ -179,7 +190,7 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
 
 def _recurrence_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
                         clinical: ClinicalContext, recurrence: RecurrenceResult, case_id: str, out_dir: Path,
-                        src_paths: dict[str, Path]) -> tuple[list[OutputArtifact], str]:
+                        src_paths: dict[str, Path], replaces: dict[str, Path]) -> tuple[list[OutputArtifact], str]:
     """The recurrence RiskAssessment, preceded by a case SR in the slide's study when the slide's
     base image is on disk; returns the artifacts and the RiskAssessment's idempotency key."""
     model = recurrence.model
@@ -190,6 +201,8 @@ def _recurrence_outputs(settings: Settings, patient: PatientRef, analyses: list[
         base = src_paths.get(slide.slide.base_sop_instance_uid)  # type: ignore[union-attr]
         if base is not None:
             case_sr = srw.case_sr(recurrence, read_headers([base]), f"{case_id}/{slide.study_instance_uid}")
+            if "case-sr" in replaces:  # the PACS keeps both: the new SR names the one it replaces
+                add_predecessor(case_sr, replaces["case-sr"])
             path = srw.save(case_sr, out_dir / "recurrence-sr.dcm")
             arts.append(OutputArtifact(kind="dicom", path=path, resource_type="SR",
                                        key=output_key(case_id, model, "case-sr"),
@@ -197,12 +210,12 @@ def _recurrence_outputs(settings: Settings, patient: PatientRef, analyses: list[
             extra_basis.append(fr.dicom_reference(str(case_sr.SOPInstanceUID), None,
                                                   "DICOM SR (TID 1500) with the recurrence risk"))
         extra_basis.append(fr.dicom_reference(slide.study_instance_uid, "ImagingStudy", "Slide study"))
-    key = output_key(case_id, model, "fhir-recurrence")
-    ra = fr.risk_assessment_recurrence(key=key, settings=settings, patient=patient, rec=recurrence,
-                                       clinical=clinical, extra_basis=extra_basis)
+    key, ident = output_key(case_id, model, "fhir-recurrence"), question_key(patient, "recurrence")
+    ra = stamp(fr.risk_assessment_recurrence(key=ident, settings=settings, patient=patient, rec=recurrence,
+                                             clinical=clinical, extra_basis=extra_basis), recurrence.created_at)
     arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "recurrence-riskassessment.json"),
                                key=key, resource_type="RiskAssessment", description="RiskAssessment: recurrence"))
-    return arts, key
+    return arts, ident
 
 
 def _study_risk_assessment_targets(analyses: list[StudyAnalysis]) -> list[dict]:
@@ -223,13 +236,16 @@ def _pdf_output(pdf: bytes, out_dir: Path, case_id: str, lead: ModelIdentity) ->
 
 def _diagnostic_report_output(settings: Settings, patient: PatientRef, analyses: list[StudyAnalysis],
                               clinical: ClinicalContext, recurrence: RecurrenceResult | None, pdf: bytes,
-                              case_id: str, lead: ModelIdentity, when: datetime, out_dir: Path) -> OutputArtifact:
-    """The DiagnosticReport carrying the PDF and a one-paragraph conclusion."""
+                              case_id: str, lead: ModelIdentity, when: datetime, out_dir: Path,
+                              risk_targets: list[dict], others: list[str]) -> OutputArtifact:
+    """The patient's one current DiagnosticReport: the PDF, a one-paragraph conclusion (the other
+    recurrence answer beside the primary one) and every RiskAssessment it summarises."""
     key = output_key(case_id, lead, "fhir-diagnosticreport")
-    dr = fr.diagnostic_report(key=key, settings=settings, patient=patient, clinical=clinical,
-                              conclusion=_conclusion(analyses, recurrence), pdf=pdf,
-                              study_uids=sorted({a.study_instance_uid for a in analyses}), when=when,
+    dr = fr.diagnostic_report(key=question_key(patient, "report"), settings=settings, patient=patient,
+                              clinical=clinical, conclusion=" ".join([_conclusion(analyses, recurrence), *others]),
+                              pdf=pdf, study_uids=sorted({a.study_instance_uid for a in analyses}), when=when,
                               results_basis=[])
+    dr = stamp({**dr, "extension": supporting_info(risk_targets)}, when)
     return OutputArtifact(kind="fhir", path=fr.write(dr, out_dir / "diagnosticreport.json"), key=key,
                           resource_type="DiagnosticReport", description="DiagnosticReport with PDF")
 

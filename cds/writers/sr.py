@@ -35,6 +35,8 @@ from cds.contracts.domain import (
     SlideTile,
     StudyAnalysis,
 )
+from cds.writers import sr_archive as archive
+from cds.writers import sr_quality as q
 from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
 
 SCHEME = "99BCDS"
@@ -64,9 +66,11 @@ NOTICE = _code("NOTICE", "Notice")
 POSITIVE = CodedConcept("10828004", "SCT", "Positive")
 NEGATIVE = CodedConcept("260385009", "SCT", "Negative")
 UNITLESS = codes.UCUM.NoUnits
-PROCEDURE = {"MG": CodedConcept("71651007", "SCT", "Mammography"),
-             "SM": CodedConcept("104157003", "SCT", "Light microscopy"),
-             "US": CodedConcept("16310003", "SCT", "Diagnostic ultrasonography")}
+# TID 1500 "Procedure reported" is drawn from CID 100 (Quantitative Diagnostic Imaging
+# Procedures), which has no mammography, microscopy or ultrasound code: PixelMed rejects
+# 71651007/104157003/16310003 there. "Imaging procedure" is in CID 100; the modality itself is in
+# the source images and the report's Series.
+IMAGING_PROCEDURE = CodedConcept("363679005", "SCT", "Imaging procedure")
 REGION_SOURCE = _code("REGSRC", "Lesion region source")
 REGION_SOURCE_VALUE = {"sr": _code("REGSR", "Region drawn in a structured report"),
                        "user": _code("REGUSER", "Region given by the user"),
@@ -170,8 +174,11 @@ def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
     else:
         raise ValueError(f"study {analysis.study_instance_uid} ({analysis.modality}): the analysis has "
                          "no mammography, slide or ultrasound result; no SR writer for it")
-    sr = _report(model, PROCEDURE.get(analysis.modality, FINDING_IMAGE), groups, evidence + list(segs),
+    sr = _report(model, IMAGING_PROCEDURE, groups, evidence + list(segs),
                  analysis.study_instance_uid, "sr")
+    q.add_notes(sr, q.study_notes(analysis))
+    if analysis.mammography is not None:
+        archive.add_not_analysed(sr, analysis.mammography)
     add_contributing_equipment(sr, [model], analysis.created_at)
     return sr
 
@@ -186,7 +193,7 @@ def _mammography_groups(analysis: StudyAnalysis, sources: dict[str, Dataset],
         if src is None:
             raise ValueError(f"source image {img.sop_instance_uid} missing for SR of study "
                              f"{analysis.study_instance_uid}")
-        groups.append(_mammography_image_group(img, src, model))
+        groups.append(_mammography_image_group(img, src, model, analysis.mammography.grade_labels))
         groups += _mammography_lesion_groups(img, src, model, seg_by_tracking)
     evidence = [sources[i.sop_instance_uid] for i in analysis.mammography.images]
     return groups, evidence
@@ -194,23 +201,43 @@ def _mammography_groups(analysis: StudyAnalysis, sources: dict[str, Dataset],
 
 def _mammography_qualitative(img: MammoImageFinding) -> list[hd.sr.QualitativeEvaluation]:
     """The image's predicted class and its calibrated malignancy decision."""
-    return [hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
-            _decision(img.malignancy)]
+    return q.decision_or_not(img.domain, [hd.sr.QualitativeEvaluation(PREDICTED_CLASS, CLASS_VALUE[img.predicted_class]),
+                                          _decision(img.malignancy)], DECISION)
 
 
-def _mammography_image_group(img: MammoImageFinding, src: Dataset,
-                             model: ModelIdentity) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group of one image: class probabilities, malignancy probability, threshold, decision."""
+def whole_image_region(src: Dataset, *, volume: bool = False) -> hd.sr.ImageRegion:
+    """The whole image (total pixel matrix for a slide) as a closed polyline.
+
+    Image-level results are written as TID 1410 groups whose region is the whole image rather
+    than as TID 1501 groups: in a report that also references SEG frames, PixelMed's TID 1500
+    validator takes every measurement group for TID 1410 and flags a 1501 group as missing its
+    region. The whole-image region states the same scope explicitly.
+    """
+    rows = float(src.get("TotalPixelMatrixRows", src.Rows))
+    cols = float(src.get("TotalPixelMatrixColumns", src.Columns))
+    corners = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows], [0, 0]], dtype=np.float32)
+    kw = {"pixel_origin_interpretation": hd.sr.PixelOriginInterpretationValues.VOLUME} if volume else {}
+    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=corners,
+                             source_image=hd.sr.SourceImageForRegion.from_source_image(src), **kw)
+
+
+def _mammography_image_group(img: MammoImageFinding, src: Dataset, model: ModelIdentity,
+                             grade_labels: list[str]) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """Group of one image (region: the whole image): class probabilities, malignancy probability,
+    threshold, decision."""
     measurements = [_prob(CLASS_PROBABILITY[c], p, model) for c, p in img.class_probabilities.items()]
     measurements += [_prob(MALIGNANCY_PROBABILITY, img.malignancy.probability, model),
                      _prob(THRESHOLD, img.malignancy.threshold, model)]
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    extra = [q.operating_point_items(img.malignancy), q.domain_items(img.domain), q.grade_items(img, grade_labels)]
+    measurements += [m for ms, _ in extra for m in ms]
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(derived_uid(img.sop_instance_uid, model.name, "image"),
                                       f"image-{img.laterality}{img.view}"),
+        referenced_region=whole_image_region(src),
         finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
         measurements=measurements,
-        qualitative_evaluations=_mammography_qualitative(img),
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)])
+        qualitative_evaluations=_mammography_qualitative(img) + [e for _, es in extra for e in es]
+        + archive.image_items(img))
 
 
 def _mammography_lesion_groups(img: MammoImageFinding, src: Dataset, model: ModelIdentity,
@@ -247,24 +274,32 @@ def _slide_groups(analysis: StudyAnalysis, sources: dict[str, Dataset],
     if src is None:
         raise ValueError(f"slide base image {sl.base_sop_instance_uid} missing for SR of study "
                          f"{analysis.study_instance_uid}")
-    groups: list = [hd.sr.MeasurementsAndQualitativeEvaluations(
+    groups: list = [hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(derived_uid(sl.base_sop_instance_uid, model.name, "slide"),
                                       "slide"),
+        referenced_region=whole_image_region(src, volume=True),
         finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model),
         measurements=[_prob(METASTASIS_PROBABILITY, sl.metastasis.probability, model),
-                      _prob(THRESHOLD, sl.metastasis.threshold, model)],
-        qualitative_evaluations=[_decision(sl.metastasis)],
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(src)])]
+                      _prob(THRESHOLD, sl.metastasis.threshold, model)]
+        + q.operating_point_items(sl.metastasis)[0] + q.domain_items(sl.domain)[0],
+        qualitative_evaluations=q.decision_or_not(sl.domain, [_decision(sl.metastasis)], DECISION)
+        + q.operating_point_items(sl.metastasis)[1] + q.domain_items(sl.domain)[1])]
     region_src = hd.sr.SourceImageForRegion.from_source_image(src)
     groups += [_slide_tile_group(sl.base_sop_instance_uid, k, t, region_src, model)
                for k, t in enumerate(sl.top_tiles, start=1)]
+    # the SEG is written on a pyramid level (map_level_sop_instance_uid): its segments' source
+    # image is that level, while the top-tile boxes are in base-level pixels
+    map_src = sources.get(sl.map_level_sop_instance_uid) if sl.map_level_sop_instance_uid else src
+    if map_src is None:
+        raise ValueError(f"slide map level {sl.map_level_sop_instance_uid} missing for SR of study "
+                         f"{analysis.study_instance_uid}")
     for seg in segs:
         for item in seg.SegmentSequence:
             groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=_tracking(str(item.TrackingUID), str(item.TrackingID)),
-                referenced_segment=_segment_ref(seg, int(item.SegmentNumber), src),
+                referenced_segment=_segment_ref(seg, int(item.SegmentNumber), map_src),
                 finding_type=FINDING_IMAGE, algorithm_id=_algorithm(model)))
-    return groups, [src]
+    return groups, [src] + ([map_src] if map_src is not src else [])
 
 
 def _slide_tile_group(base_uid: str, k: int, t: SlideTile, region_src: hd.sr.SourceImageForRegion,
@@ -351,7 +386,7 @@ def case_sr(rec: RecurrenceResult, evidence: list[Dataset], study_uid: str) -> h
     """A TID 1500 report with the recurrence risk, placed in the study whose images it used."""
     if not evidence:
         raise ValueError("case SR needs at least one source instance of the study it belongs to")
-    sr = _report(rec.model, PROCEDURE.get(str(evidence[0].get("Modality", "")), FINDING_IMAGE),
+    sr = _report(rec.model, IMAGING_PROCEDURE,
                  [recurrence_group(rec)], evidence, study_uid, "case-sr")
     return sr
 

@@ -15,22 +15,30 @@ import numpy as np
 import pydicom
 from skimage.transform import resize
 
-from cds.contracts.errors import InputError
+from models.mammography.archive import (
+    MG_FOR_PRESENTATION,
+    MG_FOR_PROCESSING,
+    MammoInputError,
+    check_readable,
+    decode_pixels,
+    not_analysed_reason,
+)
+from models.mammography.breast_mask import breast_mask, chest_wall_right
+from models.mammography.geometry import geometry
 
 INPUT_SHAPE: tuple[int, int] = (256, 208)  # rows, columns fed to the network
+# kept for callers that list the mammography classes; archive.READABLE_SOP_CLASSES is the full set
 MG_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1.2": "for_presentation",
-    "1.2.840.10008.5.1.4.1.1.1.2.1": "for_processing",
+    MG_FOR_PRESENTATION: "for_presentation",
+    MG_FOR_PROCESSING: "for_processing",
 }
-
-
-class MammoInputError(InputError):
-    """A DICOM file cannot be used as a mammogram; the message names the file and the tag."""
+__all__ = ["MammoInputError", "MgImage", "read_mg", "read_dataset", "prepare_image", "prepare_mask",
+           "mask_to_source", "INPUT_SHAPE", "MG_SOP_CLASSES"]
 
 
 @dataclass(frozen=True)
 class MgImage:
-    """Decoded pixels of one MG instance and the attributes the model needs."""
+    """Decoded pixels of one mammogram and the attributes the model needs."""
 
     path: Path
     sop_instance_uid: str
@@ -43,55 +51,66 @@ class MgImage:
     pixel_spacing_mm: tuple[float, float] | None
     invert: bool  # True when higher stored values mean less attenuation (For Processing, LIN)
     pixels: np.ndarray
+    laterality_source: str = "attribute"
+    view_source: str = "attribute"
+    chest_wall_right: bool | None = None  # None: the convention (right breast: chest wall right)
+
+    @property
+    def side(self) -> str:
+        """'R' when the image must be mirrored into the canonical chest-wall-left geometry."""
+        right = self.laterality == "R" if self.chest_wall_right is None else self.chest_wall_right
+        return "R" if right else "L"
 
 
-def _view_of(ds: pydicom.Dataset) -> str:
-    view = str(getattr(ds, "ViewPosition", "") or "").upper()
-    if not view and "ViewCodeSequence" in ds and len(ds.ViewCodeSequence):
-        meaning = str(ds.ViewCodeSequence[0].get("CodeMeaning", "")).lower()
-        view = "CC" if "cranio" in meaning else ("MLO" if "oblique" in meaning else "")
-    return view
-
-
-def read_mg(path: Path) -> MgImage:
-    """Decode one MG instance (any transfer syntax pydicom/pylibjpeg can decode)."""
+def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom raises several types for broken files
         raise MammoInputError(f"{path}: not a readable DICOM file ({exc})") from exc
+
+
+def read_mg(path: Path, ds: pydicom.Dataset | None = None) -> MgImage:
+    """Decode one mammogram (MG, DX or Secondary Capture MG; any transfer syntax pydicom and its
+    decoder plugins read) with its laterality, view and chest-wall side (:mod:`geometry`)."""
+    path = Path(path)
+    ds = read_dataset(path) if ds is None or "PixelData" not in ds else ds
     for tag in ("SOPInstanceUID", "Rows", "Columns", "PixelData"):
         if tag not in ds:
             raise MammoInputError(f"{path}: missing required attribute {tag}")
-    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
-        raise MammoInputError(f"{path}: SamplesPerPixel must be 1 for MG, got {ds.SamplesPerPixel}")
-    laterality = str(getattr(ds, "ImageLaterality", "") or getattr(ds, "Laterality", "") or "")
-    if laterality not in ("L", "R"):
+    intent = check_readable(ds, path)
+    reason = not_analysed_reason(ds)
+    if reason is not None:
+        raise MammoInputError(f"{path}: {reason[0]} ({reason[1]}); not read as a 2-D mammogram")
+    pixels, invert = decode_pixels(ds, path, intent)
+    geo = geometry(ds)
+    lat, lat_src, chest_right = geo.laterality, geo.laterality_source, geo.chest_wall_right
+    if chest_right is None or not lat:
+        from_pixels = chest_wall_right(breast_mask(prepare_image(pixels, "L", invert)))
+        chest_right = from_pixels if chest_right is None else chest_right
+        if not lat and from_pixels is not None:
+            lat, lat_src = ("R" if from_pixels else "L"), "pixels"
+    if lat not in ("L", "R"):
         raise MammoInputError(
-            f"{path}: ImageLaterality (0020,0062) must be L or R, got {laterality!r}")
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise MammoInputError(f"{path}: cannot decode PixelData (transfer syntax {ts}): {exc}") from exc
-    if pixels.ndim != 2:
-        raise MammoInputError(f"{path}: expected one 2-D frame, got pixel array shape {pixels.shape}")
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    sign = int(getattr(ds, "PixelIntensityRelationshipSign", 1) or 1)
-    invert = (photometric == "MONOCHROME1") != (sign == -1)
+            f"{path}: laterality unknown: no ImageLaterality (0020,0062) or Laterality (0020,0060), "
+            "no PatientOrientation (0020,0020), no L/R in the descriptions, and no chest-wall side "
+            "visible in the pixels")
     spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
     return MgImage(
         path=path,
         sop_instance_uid=str(ds.SOPInstanceUID),
         sop_class_uid=str(getattr(ds, "SOPClassUID", "")),
         series_instance_uid=str(getattr(ds, "SeriesInstanceUID", "")),
-        laterality=laterality,
-        view=_view_of(ds),
+        laterality=lat,
+        view=geo.view,
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
         invert=invert,
         pixels=pixels,
+        laterality_source=lat_src,
+        view_source=geo.view_source,
+        chest_wall_right=chest_right,
     )
 
 

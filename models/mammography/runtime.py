@@ -25,22 +25,25 @@ from cds.contracts.domain import (
     Lesion,
     MammographyResult,
     MammoImageFinding,
+    NotAnalysed,
     StudyAnalysis,
     StudyInput,
 )
 from cds.contracts.errors import InvalidWeights, ModelUnavailable
 from cds.contracts.settings import Settings
 from models import calibration as cal
+from models.domain import load_domain
+from models.mammography.breast_mask import breast_mask
+from models.mammography.domain import image_check
 from models.mammography.pairing import bilateral_input, contralateral_rows
 from models.mammography.preprocess import (
     INPUT_SHAPE,
-    MG_SOP_CLASSES,
-    MammoInputError,
     MgImage,
     mask_to_source,
     prepare_image,
-    read_mg,
 )
+from models.mammography.study_images import study_images
+from models.operating_points import resolve as resolve_operating_point
 from models.uids import derived_uid
 from models.weights import load_weights, weights_dir
 
@@ -74,7 +77,7 @@ def exam_input(images: list[MgImage], study_uid: str | None = None) -> np.ndarra
     unilateral or incomplete exam) is paired with itself, as a share of training pairs were, and
     that is logged for ``study_uid``.
     """
-    prepared = np.stack([prepare_image(im.pixels, im.laterality, im.invert) for im in images])
+    prepared = np.stack([prepare_image(im.pixels, im.side, im.invert) for im in images])
     contra = contralateral_rows([("", im.view, im.laterality) for im in images])
     unpaired = int((contra == np.arange(len(images))).sum())
     if unpaired and study_uid is not None:
@@ -101,7 +104,11 @@ class MammographyModel:
         self.identity = card.identity(card_path)
         self.tta = bool(settings.tta)
         self.temperature = float(card.calibration["temperature"])
-        self.threshold = float(card.thresholds["youden"])
+        self.operating_point = resolve_operating_point(card, settings, "mammography")
+        self.threshold = self.operating_point.threshold
+        self.domain = load_domain(card, Path(onnx_path).parent)
+        self.grade_labels = [f"grade {g}" for g in card.outputs.get("grade_probs", {}).get("grades", [])]
+        self._has_features = any(o.name == "features" for o in self._session.get_outputs())
         lp = card.outputs.get("lesion_prob", {})
         self.seg_threshold = float(lp.get("threshold", 0.5))
         self.min_pixels = int(lp.get("min_component_pixels", 12))
@@ -116,42 +123,46 @@ class MammographyModel:
     def run_arrays(self, x: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ONNX outputs for prepared bilateral inputs ``x`` (n, 2, H, W): logits, lesion prob,
         grades. A model that reads one channel gets the first."""
+        return self.run_outputs(x, tta)[:3]
+
+    def run_outputs(self, x: np.ndarray, tta: bool | None = None) -> tuple:
+        """:meth:`run_arrays` plus the pooled features (None when the ONNX lacks that output)."""
         use_tta = self.tta if tta is None else tta
         alpha = np.array([self.tta_alpha if use_tta else 0.0], np.float32)
         x = np.ascontiguousarray(x[:, : self.in_channels], np.float32)
-        logits, lesion, grades = self._session.run(None, {"image": x, "tta_alpha": alpha})
-        return logits, lesion[:, 0], grades
+        names = ["class_logits", "lesion_prob", "grade_probs"] + (["features"] if self._has_features else [])
+        logits, lesion, grades, *feats = self._session.run(names, {"image": x, "tta_alpha": alpha})
+        return logits, lesion[:, 0], grades, (feats[0] if feats else None)
 
     # -- study ---------------------------------------------------------------------------------
 
-    def _images(self, study: StudyInput) -> list[MgImage]:
-        """Decode the study's MG images; For Processing only when no For Presentation exists."""
-        insts = [i for i in study.instances if i.sop_class_uid in MG_SOP_CLASSES]
-        skipped = len(study.instances) - len(insts)
-        if skipped:
-            log.info("study %s: %d non-MG-image instances ignored", study.study_instance_uid, skipped)
-        presentation = [i for i in insts if MG_SOP_CLASSES[i.sop_class_uid] == "for_presentation"]
-        chosen = presentation or insts
-        if not chosen:
-            raise MammoInputError(
-                f"study {study.study_instance_uid}: no Digital Mammography X-Ray image instances "
-                f"(SOP Class {', '.join(MG_SOP_CLASSES)}) among {len(study.instances)} instances")
-        return [read_mg(i.path) for i in chosen]
+    def _images(self, study: StudyInput) -> tuple[list[MgImage], list[NotAnalysed]]:
+        """The study's readable mammograms (MG, DX, Secondary Capture MG; For Processing only when
+        no For Presentation exists) and the instances not analysed, with why
+        (:mod:`models.mammography.study_images`)."""
+        return study_images(study)
 
     def analyze(self, study: StudyInput, work_dir: Path) -> StudyAnalysis:
         work_dir = Path(work_dir)
-        images = self._images(study)
+        images, not_analysed = self._images(study)
         x = exam_input(images, study.study_instance_uid if self.in_channels == 2 else None)
-        logits, lesion_prob, grade_probs = self.run_arrays(x)
+        logits, lesion_prob, grade_probs, feats = self.run_outputs(x)
         probs = cal.apply_temperature(logits, self.temperature)
+        contra = contralateral_rows([("", im.view, im.laterality) for im in images])
         findings = []
         for k, im in enumerate(images):
-            findings.append(self._finding(im, probs[k], lesion_prob[k], grade_probs[k], work_dir))
+            # lesions only inside the breast: never on burned-in labels or markers
+            breast = breast_mask(x[k, 0])
+            findings.append(self._finding(im, probs[k], lesion_prob[k], grade_probs[k], work_dir,
+                                          breast, paired=bool(contra[k] != k))
+                            .model_copy(update={"domain": image_check(self.domain, im, None if feats is None else feats[k])}))
         exam_p = max(f.malignancy.probability for f in findings)
         result = MammographyResult(
             images=findings,
-            exam_malignancy=Calibrated(probability=exam_p, threshold=self.threshold, threshold_name="youden"),
-            tta_applied=self.tta,
+            exam_malignancy=Calibrated(probability=exam_p, threshold=self.threshold, threshold_name=self.operating_point.name,
+                                       operating_point=self.operating_point),
+            tta_applied=self.tta, grade_labels=self.grade_labels,
+            not_analysed=not_analysed,
         )
         log.info("study %s: %d MG images analysed, exam malignancy %.3f", study.study_instance_uid,
                  len(findings), exam_p)
@@ -160,38 +171,47 @@ class MammographyModel:
                              mammography=result)
 
     def _finding(self, im: MgImage, probs: np.ndarray, prob_map: np.ndarray, grades: np.ndarray,
-                 work_dir: Path) -> MammoImageFinding:
+                 work_dir: Path, breast: np.ndarray, paired: bool = True) -> MammoImageFinding:
         base = f"mammography/{im.sop_instance_uid}"
         mal = float(np.clip(probs[MAMMO_CLASSES.index("in_situ")] + probs[MAMMO_CLASSES.index("invasive")], 0, 1))
-        heat = prob_map[:, ::-1] if im.laterality == "R" else prob_map
+        heat = prob_map[:, ::-1] if im.side == "R" else prob_map
         heatmap = ArrayFile.save(work_dir, f"{base}/heatmap.npy", np.ascontiguousarray(heat, np.float32))
         # no outline on an image the model itself calls normal (the card's calibrated gate)
         normal_p = float(probs[MAMMO_CLASSES.index("normal")])
-        lesions = [] if normal_p > self.max_p_normal else self._lesions(im, prob_map, work_dir, base)
+        src_breast = (mask_to_source(breast.astype(np.float32), im.side, im.rows, im.columns) >= 0.5)
+        breast_file = ArrayFile.save(work_dir, f"{base}/breast_mask.npy", src_breast.astype(np.uint8))
+        lesions = [] if normal_p > self.max_p_normal else self._lesions(
+            im, np.where(breast, prob_map, 0.0).astype(np.float32), work_dir, base, src_breast)
         return MammoImageFinding(
             sop_instance_uid=im.sop_instance_uid,
             sop_class_uid=im.sop_class_uid,
             series_instance_uid=im.series_instance_uid,
             laterality=im.laterality if im.laterality in ("L", "R") else "",
             view=im.view,
+            laterality_source=im.laterality_source,
+            view_source=im.view_source,
+            paired=paired,
+            breast_mask=breast_file,
             rows=im.rows,
             columns=im.columns,
             pixel_spacing_mm=im.pixel_spacing_mm,
             class_probabilities={c: float(p) for c, p in zip(MAMMO_CLASSES, probs)},
-            malignancy=Calibrated(probability=mal, threshold=self.threshold, threshold_name="youden"),
+            malignancy=Calibrated(probability=mal, threshold=self.threshold, threshold_name=self.operating_point.name,
+                                  operating_point=self.operating_point),
             grade_probabilities=[float(g) for g in grades],
             lesions=lesions,
             heatmap=heatmap,
         )
 
-    def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str) -> list[Lesion]:
-        """Connected components of the thresholded map, at source resolution."""
+    def _lesions(self, im: MgImage, prob_map: np.ndarray, work_dir: Path, base: str,
+                 breast: np.ndarray) -> list[Lesion]:
+        """Connected components of the thresholded map inside the breast, at source resolution."""
         from skimage.measure import find_contours, label, regionprops
 
         small = prob_map >= self.seg_threshold
         if not small.any():
             return []
-        src = mask_to_source(prob_map, im.laterality, im.rows, im.columns)
+        src = np.where(breast, mask_to_source(prob_map, im.side, im.rows, im.columns), 0.0)
         lab = label(src >= self.seg_threshold)
         min_src = self.min_pixels * (im.rows * im.columns) / float(INPUT_SHAPE[0] * INPUT_SHAPE[1])
         out: list[Lesion] = []

@@ -20,7 +20,8 @@ from cds.contracts.domain import CaseInput, RecurrenceResult
 from cds.contracts.errors import InsufficientInput
 from cds.contracts.model import ModelUnavailable
 from cds.contracts.settings import Settings
-from models.recurrence.features import INPUT_NAMES, FeatureSpec, case_features, standardize
+from models.recurrence.encoding import describe_encoding
+from models.recurrence.features import INPUT_NAMES, CaseFeatures, FeatureSpec, case_features, standardize
 from models.recurrence.survival import DAYS_PER_YEAR, HORIZONS_YEARS, BaselineHazard
 from models.text.embedding import SentenceEncoder, load_sentence_encoder, text_model_dir
 from models.text.lexicon import extract_lexicon
@@ -73,6 +74,12 @@ class RecurrenceModel:
         self.identity = fusion.identity
 
     def analyze_case(self, case: CaseInput) -> RecurrenceResult:
+        """The one answer the model would give: the fusion with imaging, else the clinical branch."""
+        return self.analyze_case_all(case)[0]
+
+    def analyze_case_all(self, case: CaseInput) -> list[RecurrenceResult]:
+        """Every variant that can answer this case, the default first: the fusion model when the
+        case has imaging features, and the clinical model whenever it has clinical values."""
         text = case.clinical.ultrasound_report_text.strip()
         fields = extract_lexicon(text).model_fields_numeric() if text else None
         embedding = self.encoder.encode(text) if (text and self.encoder is not None) else None
@@ -80,10 +87,16 @@ class RecurrenceModel:
         has_imaging = bool(feats.arrays["modality_mask"][0, :2].any())
         if "clinical" in feats.missing and not has_imaging:
             raise InsufficientInput("recurrence model: the case has no clinical values and no imaging features")
-        model = self.fusion if (has_imaging or self.clinical is None) else self.clinical
+        models = [self.fusion] if (has_imaging or self.clinical is None) else []
+        if self.clinical is not None and "clinical" not in feats.missing:
+            models.append(self.clinical)
+        return [self._result(case, feats, m) for m in models]
+
+    def _result(self, case: CaseInput, feats: CaseFeatures, model: ExportedCoxModel) -> RecurrenceResult:
+        clinical_only = model is self.clinical
         score = float(model.risk_score(feats.arrays)[0])
         missing = list(feats.missing)
-        if self.encoder is None and text:
+        if self.encoder is None and case.clinical.ultrasound_report_text.strip():
             log.info("report embedding unavailable: sentence encoder not exported")
         absolute = model.absolute_risk(score)
         log.info("recurrence case %s: model %s, present %s, missing %s",
@@ -94,9 +107,14 @@ class RecurrenceModel:
             risk_group="high" if score >= model.cutoff else "low",
             cutoff=model.cutoff,
             absolute_risk=absolute,
-            modalities_present=feats.present,
+            modalities_present=["clinical"] if clinical_only else feats.present,
             modalities_missing=missing,
-            inputs=feats.inputs,
+            inputs=[i for i in feats.inputs if i.kind in ("Observation", "Patient")] if clinical_only
+            else feats.inputs,
+            scope="clinical" if clinical_only else "multimodal",
+            clinical_values=list(case.clinical.measured.values()),
+            not_used=list(case.clinical.not_used),
+            input_encoding=describe_encoding(case.clinical),
         )
 
 

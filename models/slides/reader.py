@@ -130,19 +130,37 @@ def _level_header(path: Path) -> pydicom.Dataset:
 
 
 def _pixel_spacing_mm(ds: pydicom.Dataset, path: Path) -> float:
+    """The level's pixel size in mm: the mean of row and column spacing.
+
+    Converters write anisotropic spacings when they are given a specimen size that does not match
+    the image's aspect (OrthancWSIDicomizer computes spacing from --imaged-width/height); the model
+    only needs the scale, so the mean is used and a large anisotropy is logged.
+    """
     try:
         ps = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
-        return float(ps[0])
-    except (AttributeError, IndexError, KeyError) as exc:
+        dy, dx = float(ps[0]), float(ps[1])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         raise SlideReadError(
             f"{path}: PixelSpacing missing from SharedFunctionalGroupsSequence > PixelMeasuresSequence"
         ) from exc
+    if dy <= 0 or dx <= 0:
+        raise SlideReadError(f"{path}: PixelSpacing {dy}\\{dx} mm; positive values expected")
+    if abs(dy - dx) > 0.05 * max(dy, dx):
+        log.warning("%s: anisotropic PixelSpacing %.6g/%.6g mm; using their mean", path.name, dy, dx)
+    return (dy + dx) / 2.0
 
 
-def open_slide(paths: list[Path]) -> SlideReader:
-    """Open the VOLUME instances of one slide series (label/overview instances are ignored)."""
-    from wsidicom import WsiDicom
+def _check_colour(path: Path, ds: pydicom.Dataset) -> None:
+    if int(ds.get("SamplesPerPixel", 0)) != 3:
+        raise SlideReadError(
+            f"{path}: SamplesPerPixel (0028,0002) is {ds.get('SamplesPerPixel', 'missing')} "
+            f"({ds.get('PhotometricInterpretation', '')}); the slide model needs a brightfield colour "
+            "(3-sample RGB or YBR) slide"
+        )
 
+
+def _volume_instances(paths: list[Path]) -> list[tuple[Path, pydicom.Dataset]]:
+    """The VOLUME instances of one series, largest level first, concatenation parts in order."""
     if not paths:
         raise SlideReadError("no instance paths given for the slide series")
     volume: list[tuple[Path, pydicom.Dataset]] = []
@@ -153,19 +171,29 @@ def open_slide(paths: list[Path]) -> SlideReader:
         image_type = [str(v).upper() for v in ds.ImageType]
         if len(image_type) >= 3 and image_type[2] in ("LABEL", "OVERVIEW", "THUMBNAIL"):
             continue
+        _check_colour(Path(p), ds)
         volume.append((Path(p), ds))
     if len(series) != 1:
         raise SlideReadError(f"slide instances span {len(series)} series; give the paths of one series")
     if not volume:
         raise SlideReadError("the series has no VOLUME (pyramid level) instances")
-    volume.sort(key=lambda pd: -int(pd[1].TotalPixelMatrixColumns))
+    volume.sort(key=lambda pd: (-int(pd[1].TotalPixelMatrixColumns), int(pd[1].get("InConcatenationNumber", 1) or 1)))
+    return volume
+
+
+def _levels(volume: list[tuple[Path, pydicom.Dataset]]) -> list[LevelInfo]:
+    """One LevelInfo per pyramid level (the first focal plane / optical path of each).
+
+    A level split into a concatenation (converters cap the instance size) is named by its first
+    part: every part carries the whole level's total pixel matrix, and wsidicom joins the parts.
+    """
     base_cols = int(volume[0][1].TotalPixelMatrixColumns)
     levels: list[LevelInfo] = []
     seen: set[int] = set()
     for p, ds in volume:
         cols = int(ds.TotalPixelMatrixColumns)
         down = max(1, round(base_cols / cols))
-        if down in seen:  # second focal plane / optical path of a level: keep the first
+        if down in seen:  # another concatenation part, focal plane or optical path of a level
             continue
         seen.add(down)
         levels.append(
@@ -181,15 +209,28 @@ def open_slide(paths: list[Path]) -> SlideReader:
                 path=p,
             )
         )
+    return levels
+
+
+def open_slide(paths: list[Path]) -> SlideReader:
+    """Open the VOLUME instances of one slide series (label/overview instances are ignored).
+
+    Only headers are read here; wsidicom then indexes the frames (no pixel data is decoded).
+    """
+    from wsidicom import WsiDicom
+
+    volume = _volume_instances(paths)
+    levels = _levels(volume)
+    series_uid = str(volume[0][1].SeriesInstanceUID)
     try:
         wsi = WsiDicom.open([p for p, _ in volume])
     except Exception as exc:
-        raise SlideReadError(f"wsidicom cannot open series {volume[0][1].SeriesInstanceUID}: {exc}") from exc
-    log.info("slide opened: series %s, %d levels", volume[0][1].SeriesInstanceUID, len(levels))
+        raise SlideReadError(f"wsidicom cannot open series {series_uid} ({volume[0][0]}): {exc}") from exc
+    log.info("slide opened: series %s, %d levels", series_uid, len(levels))
     return SlideReader(
         paths=[p for p, _ in volume],
         levels=levels,
-        series_instance_uid=str(volume[0][1].SeriesInstanceUID),
+        series_instance_uid=series_uid,
         study_instance_uid=str(volume[0][1].StudyInstanceUID),
         wsi=wsi,
     )

@@ -21,6 +21,7 @@ from cds.contracts.domain import (
     ArrayFile,
     Calibrated,
     ModelIdentity,
+    OperatingPoint,
     SlideResult,
     SlideTile,
     StudyAnalysis,
@@ -28,11 +29,14 @@ from cds.contracts.domain import (
 )
 from cds.contracts.errors import InvalidWeights, ModelUnavailable
 from cds.contracts.settings import Settings
+from models.domain import load_domain
+from models.operating_points import resolve as resolve_operating_point
 from models.pathomics.features import slide_features
 from models.slides.analysis import StageParams, analyze_slide
 from models.slides.calibrate import apply_map
+from models.slides.domain import slide_check
 from models.slides.onnx_nets import WEIGHT_FILES, OnnxTileNets
-from models.slides.reader import VL_WSI_SOP_CLASS, SlideReadError, open_slide, pool_to
+from models.slides.reader import VL_WSI_SOP_CLASS, LevelInfo, SlideReadError, open_slide, pool_to
 from models.weights import load_weights, shipped_dir
 from models.weights import weights_dir as shared_weights_dir
 
@@ -42,6 +46,15 @@ SHIPPED_WEIGHTS = shipped_dir("slides")
 TOP_K = 5
 PATHOMICS_TILES = 6  # stage-2 tiles (most attended first) measured for pathomics
 THUMBNAIL_FACTOR = 2  # top-tile thumbnails are the base tile pooled by this factor
+# The SEG of a slide is written on the finest pyramid level whose total pixel matrix is at most
+# this (the attention and tumour maps are one value per base tile, so nothing is lost): a bounded
+# object that viewers overlay on that level, whatever the slide's size.
+MAP_LEVEL_MAX_PIXELS = 2**24
+
+
+def map_level(levels: list[LevelInfo], max_pixels: int = MAP_LEVEL_MAX_PIXELS) -> LevelInfo:
+    """The finest level (levels are base first) with at most ``max_pixels``; else the lowest."""
+    return next((lv for lv in levels if lv.rows * lv.columns <= max_pixels), levels[-1])
 
 
 @dataclass
@@ -63,7 +76,8 @@ class SlideModel:
 
     modalities = frozenset({"SM"})
 
-    def __init__(self, weights: Path, card: ModelCard, nets: OnnxTileNets) -> None:
+    def __init__(self, weights: Path, card: ModelCard, nets: OnnxTileNets,
+                 operating_point: OperatingPoint | None = None) -> None:
         self.weights = weights
         self.card = card
         self.nets = nets
@@ -75,8 +89,9 @@ class SlideModel:
             apply_map(self.calibration, np.zeros(1))
         except (KeyError, ValueError) as exc:
             raise ModelUnavailable(f"{weights / 'card.json'}: unusable calibration map ({exc})") from exc
-        self.threshold_name = "youden"
-        self.threshold = float(card.thresholds[self.threshold_name])
+        self.operating_point = operating_point or OperatingPoint(name="youden", threshold=card.thresholds["youden"])
+        self.threshold_name, self.threshold = self.operating_point.name, self.operating_point.threshold
+        self.domain = load_domain(card, weights)
 
     # -- pipeline entry -------------------------------------------------------------------------
     def analyze(self, study: StudyInput, work_dir: Path) -> StudyAnalysis:
@@ -113,6 +128,7 @@ class SlideModel:
             base = rd.base
             rows, cols = rd.grid
             uids = [lv.sop_instance_uid for lv in rd.levels]
+            map_uid = map_level(rd.levels).sop_instance_uid
             series_uid = rd.series_instance_uid
         seconds = dict(raw.timings)
         prob = float(apply_map(self.calibration, np.array([raw.slide_logit]))[0])
@@ -150,7 +166,9 @@ class SlideModel:
             tile_rows=base.tile_rows,
             tile_columns=base.tile_columns,
             pixel_spacing_mm=(base.um_per_px / 1000.0, base.um_per_px / 1000.0),
-            metastasis=Calibrated(probability=min(1.0, max(0.0, prob)), threshold=self.threshold, threshold_name=self.threshold_name),
+            metastasis=Calibrated(probability=min(1.0, max(0.0, prob)), threshold=self.threshold, threshold_name=self.threshold_name,
+                                  operating_point=self.operating_point),
+            domain=slide_check(self.domain, base.um_per_px, raw.stage2_full, raw.embedding),
             attention_map=attention_map,
             tumour_probability_map=tumour_map,
             top_tiles=top,
@@ -158,6 +176,7 @@ class SlideModel:
             tiles_stage2=len(raw.stage2_tiles),
             pathomics=pathomics,
             embedding=[float(v) for v in raw.embedding],
+            map_level_sop_instance_uid=map_uid,
         )
         stats = SlideRunStats(
             base_tiles_read=raw.base_tiles_read,
@@ -182,4 +201,4 @@ def load(settings: Settings) -> SlideModel:
         nets = OnnxTileNets.load(wdir)
     except Exception as exc:
         raise ModelUnavailable(f"{wdir}: cannot load ONNX slide networks ({exc})") from exc
-    return SlideModel(wdir, card, nets)
+    return SlideModel(wdir, card, nets, resolve_operating_point(card, settings, "slides"))

@@ -81,7 +81,7 @@ _SKELETON = {
     **{f"{pkg.replace('.', '/')}/__init__.py": "" for pkg in (
         "app", "listeners", "reports", "synthetic", "models", "models.toy", "models.toy.training",
         "models.training", "cds", "cds.pipeline", "cds.dispatch", "cds.fhir", "cds.writers",
-        "cds.scheduling", "cds.intake", "cds.store", "cds.contracts")},
+        "cds.scheduling", "cds.intake", "cds.audit", "cds.store", "cds.security", "cds.contracts")},
     "app/demo.py": "import synthetic.phantom\n",
     "synthetic/phantom.py": "import cds.contracts.domain\n",
     "cds/contracts/domain.py": "import numpy\n",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pydicom
 from pynetdicom import AE
 
-from cds.contracts.errors import PermanentError, TransientError
+from cds.contracts.errors import PeerUnreachable, PermanentError, TransientError
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
+from cds.security.tls import dicom_client_tls_args
 
 
 def classify_dicom_status(status: int, sop_uid: str) -> str:
@@ -37,11 +38,12 @@ class CStoreTarget:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
         peer = f"PACS {s.pacs_ae_title}@{s.pacs_host}:{s.pacs_port}"
-        assoc = ae.associate(s.pacs_host, s.pacs_port, ae_title=s.pacs_ae_title)
+        assoc = ae.associate(s.pacs_host, s.pacs_port, ae_title=s.pacs_ae_title,
+                             tls_args=dicom_client_tls_args(s))  # DICOM TLS (BCP 195) when pacs_tls
         if assoc.is_rejected:
-            raise TransientError(f"{peer} rejected the association")
+            raise PeerUnreachable("pacs", f"{peer} rejected the association")
         if not assoc.is_established:
-            raise TransientError(f"{peer} unreachable (association not established)")
+            raise PeerUnreachable("pacs", f"{peer} unreachable (association not established)")
         try:
             rsp = assoc.send_c_store(ds)
         finally:

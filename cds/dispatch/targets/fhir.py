@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cds.contracts.errors import PermanentError, TransientError
+from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
 from cds.fhir.client import FhirClient, FhirError
@@ -39,12 +39,12 @@ class FhirTarget:
             raise PermanentError(f"payload {item.payload_path} is not readable JSON: {exc}") from exc
         resolve_subject(self.client, resource)
         try:
-            status, rid = write_back(self.client, resource)
+            status, rid, done = write_back(self.client, resource)
         except FhirError as exc:
             if exc.permanent:
                 raise PermanentError(exc.outcome or str(exc)) from exc
-            raise TransientError(str(exc)) from exc
-        return f"{status} {'created' if status == 201 else 'already present'} {rid}"
+            raise PeerUnreachable("fhir", str(exc)) from exc
+        return f"{status} {done} {rid}"
 
     def close(self) -> None:
         self.client.close()

@@ -7,15 +7,17 @@ import uuid
 
 import httpx
 
-from cds.contracts.errors import PermanentError, TransientError
+from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
+from cds.security.http import http_client, redact_url
+from cds.security.secrets import secret_value
 
 
 class StowTarget:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._http = httpx.Client(timeout=settings.fhir_timeout_s)
+        self._http = http_client(settings, "dicomweb", settings.fhir_timeout_s)
 
     def deliver(self, item: OutboxItem) -> str:
         s = self.settings
@@ -23,15 +25,15 @@ class StowTarget:
         body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
                 + item.payload_path.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
         url = s.dicomweb_url.rstrip("/") + "/studies"
-        auth = (s.dicomweb_username, s.dicomweb_password) if s.dicomweb_username else None
+        auth = (s.dicomweb_username, secret_value(s, "dicomweb_password")) if s.dicomweb_username else None
         try:
             r = self._http.post(url, content=body, auth=auth, headers={
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
                 "Accept": "application/dicom+json"})
         except httpx.HTTPError as exc:
-            raise TransientError(f"STOW-RS {url}: {exc.__class__.__name__}: {exc}") from exc
+            raise PeerUnreachable("pacs", f"STOW-RS {redact_url(url)}: {exc.__class__.__name__}: {exc}") from exc
         if r.status_code >= 500 or r.status_code in (408, 429):
-            raise TransientError(f"STOW-RS {url} answered {r.status_code}")
+            raise PeerUnreachable("pacs", f"STOW-RS {url} answered {r.status_code}")
         if r.status_code >= 400:
             raise PermanentError(f"STOW-RS {url} refused the instance ({r.status_code}): {r.text[:300]}")
         try:

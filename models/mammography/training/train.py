@@ -56,6 +56,7 @@ from models.mammography.training.config import (  # noqa: F401  (re-exported for
     TrainConfig,
 )
 from models.mammography.training.data import MammoArrays, concat, folder_arrays, synthetic_arrays
+from models.mammography.training.domain import fit_mammography_domain
 from models.mammography.training.evaluate import (  # noqa: F401
     clean_mask,
     detection_rates,
@@ -187,25 +188,33 @@ def train_synthetic(out_dir: Path, seed: int = 0, n_exams: int = N_EXAMS, epochs
     desc = (f"{n_exams} synthetic 4-view exams (synthetic.phantoms.mammography generator v{PHANTOM_VERSION}, "
             f"seed {seed}, {rows}x{columns}, 4 simulated vendors, balanced labels), split 3:1:1 by "
             f"exam into train/calibration/test. {NOT_FOR_CLINICAL_USE}")
-    return train_on_arrays(data, out_dir, TrainConfig(epochs=epochs, seed=seed), training_data=desc,
-                           progress=progress, resume=resume, lovo_epochs=lovo_epochs, synthetic=True,
-                           workers=workers, cache_dir=cache_dir)
+    train_on_arrays(data, out_dir, TrainConfig(epochs=epochs, seed=seed), training_data=desc,
+                    progress=progress, resume=resume, lovo_epochs=lovo_epochs, synthetic=True,
+                    workers=workers, cache_dir=cache_dir)
+    # training domain (embedding density, acquisition ranges) and operating points, same splits
+    fit_mammography_domain(out_dir, seed, n_exams=n_exams, rows=rows, columns=columns, workers=workers)
+    return ModelCard.read(out_dir / CARD_NAME)
 
 
 def train_from_folder(dicom_dir: Path, labels_csv: Path, out_dir: Path, resume: bool = True,
                       epochs: int = 12, seed: int = 0, progress: bool = True,
                       lovo_epochs: int = 0) -> ModelCard:
-    """Train on a user's MG DICOM folder and labels CSV (see :func:`data.folder_arrays`)."""
+    """Train on a user's MG DICOM folder and labels CSV (see :func:`data.folder_arrays`), or on
+    CBIS-DDSM as distributed: its description CSVs (one, or their folder) and DICOM tree
+    (:mod:`models.mammography.training.cbis_ddsm`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = {"dicom_dir": str(Path(dicom_dir).resolve()), "labels_csv": _sha256(Path(labels_csv)),
-           "seed": seed}
+    from models.mammography.training import cbis_ddsm
+
+    cbis = cbis_ddsm.is_cbis_ddsm(Path(labels_csv))  # CBIS-DDSM's own CSVs (a file or their folder)
+    key = {"dicom_dir": str(Path(dicom_dir).resolve()), "seed": seed,
+           "labels_csv": cbis_ddsm.labels_digest(Path(labels_csv)) if cbis else _sha256(Path(labels_csv))}
 
     def build() -> MammoArrays:
         with _progress(progress) as bar:
             task = bar.add_task("decoding DICOM", total=None, info="")
-            return folder_arrays(dicom_dir, labels_csv, seed,
-                                 on_row=lambda k, n: bar.update(task, completed=k, total=n))
+            read = cbis_ddsm.cbis_arrays if cbis else folder_arrays
+            return read(dicom_dir, labels_csv, seed, on_row=lambda k, n: bar.update(task, completed=k, total=n))
 
     data = _cached(out_dir / "dataset.npz", key, build)
     desc = f"User data: {Path(labels_csv).name} ({len(data)} images) from {Path(dicom_dir).name}."

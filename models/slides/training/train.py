@@ -53,6 +53,7 @@ from models.slides.training.data import (  # noqa: F401  (re-exported)
     _split_plan,
     split_sizes,
 )
+from models.slides.training.domain import fit_slides_domain
 from models.slides.training.evaluate import TOP_K, _calibrate_and_test, _metrics, evaluate_truths, recalibrate  # noqa: F401
 from models.slides.training.export import export_onnx, onnx_parity  # noqa: F401
 from models.slides.training.loops import _train_mil, _train_tile_net
@@ -227,7 +228,8 @@ def train_synthetic(
     )
     card.write(out_dir / "card.json")
     log.info("slide model trained: test AUC %s", test_metrics["slide_auc"])
-    return card
+    fit_slides_domain(out_dir, seed, n_slides, size=eval_size)  # training domain + operating points
+    return ModelCard.read(out_dir / "card.json")
 
 
 def _read_labels(labels_csv: Path, dicom_dir: Path) -> tuple[list[str], np.ndarray, dict[str, list[Path]]]:

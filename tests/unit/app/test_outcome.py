@@ -58,3 +58,21 @@ def test_the_latest_case_result_counts(tmp_path):
     assert run_outcome(store).exit_code == EXIT_INCOMPLETE
     store.replace_results(2, [NewResult(kind="recurrence", patient_key="p", status="ok", model="rec")])
     assert run_outcome(store).exit_code == EXIT_OK
+
+
+def test_work_still_retrying_when_the_command_ends_is_a_failure(tmp_path):
+    store = _store(tmp_path)
+    store.enqueue("case", "case:p:2", CaseJobPayload(patient_key="p"), max_attempts=5)
+    job = store.claim_job("w", 60)
+    assert job is not None
+    store.fail_job(job.id, "AttributeError: no PatientBirthDate", retry_delay_s=300)
+    outcome = run_outcome(store)
+    assert outcome.exit_code == EXIT_FAILED
+    assert "did not finish" in outcome.lines()[0] and "PatientBirthDate" in outcome.lines()[0]
+
+
+def test_a_disabled_case_model_is_not_incomplete(tmp_path):
+    store = _store(tmp_path)
+    store.replace_results(1, [NewResult(kind="recurrence", patient_key="p", status="no_model",
+                                        summary="no case model registered")])
+    assert run_outcome(store).exit_code == EXIT_OK

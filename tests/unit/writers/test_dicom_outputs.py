@@ -124,11 +124,16 @@ def test_mammography_sr_round_trip(outputs):
             seg = next(a for a in _dicom(outputs, "SEG")
                        if pydicom.dcmread(a.path, stop_before_pixels=True).SOPInstanceUID == seg_uid)
             assert seg is not None
-    image_groups = report.get_image_measurement_groups()
+    # image-level results: one group per image whose region is the whole image (see sr.py)
+    image_groups = [g for g in report.get_planar_roi_measurement_groups()
+                    if str(g.tracking_identifier).startswith("image-")]
     assert len(image_groups) == len(outputs.mammo.mammography.images)
     for img in outputs.mammo.mammography.images:
         g = next(g for g in image_groups
-                 if g.source_images[0].referenced_sop_instance_uid == img.sop_instance_uid)
+                 if g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                 == img.sop_instance_uid)
+        np.testing.assert_allclose(g.roi.value, [[0, 0], [img.columns, 0], [img.columns, img.rows],
+                                                 [0, img.rows], [0, 0]])
         for cls, p in img.class_probabilities.items():
             assert _num(g, f"Probability {cls.replace('_', ' ')}") == [pytest.approx(p)]
     assert NOT_FOR_CLINICAL_USE in str(sr)
@@ -137,10 +142,11 @@ def test_mammography_sr_round_trip(outputs):
 def test_slide_and_recurrence_sr_content(outputs):
     art = next(a for a in _dicom(outputs, "SR") if a.key == "2.25.1002/fixture-slide/0.1.0-fixture/sr")
     _, report = _groups(art.path)
-    img = report.get_image_measurement_groups()[0]
+    img = next(g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier == "slide")
     assert _num(img, "Lymph node metastasis probability") == [
         pytest.approx(outputs.slide.slide.metastasis.probability)]
-    tiles = [g for g in report.get_planar_roi_measurement_groups() if g.roi is not None]
+    tiles = [g for g in report.get_planar_roi_measurement_groups()
+             if g.roi is not None and str(g.tracking_identifier).startswith("top-tile")]
     assert len(tiles) == len(outputs.slide.slide.top_tiles)
     t0 = outputs.slide.slide.top_tiles[0]
     g0 = next(g for g in tiles if g.tracking_identifier == "top-tile-1")

@@ -1,0 +1,89 @@
+"""Notice a peer answering again after an outage and make the work waiting for it due now.
+
+Jobs and outputs that failed because a peer did not answer (``PeerUnreachable``) sit in the
+store in capped backoff, their ``last_error`` tagged with the peer. Every
+``settings.peer_probe_interval_s``, while any row waits for a peer, :class:`PeerWatch` asks that
+peer a cheap question (FHIR: ``GET [base]/metadata``; PACS over DICOMweb: ``GET`` on the base
+URL, over DIMSE: C-ECHO). The first answer wakes every waiting row
+(:meth:`cds.store.waiting.WaitingStore.wake_waiting`): the case job runs again and the outputs
+are delivered within one probe interval of the server's return, however long the outage was.
+A delivery that succeeds wakes the rest of that peer's rows too (see the dispatcher).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from cds.contracts.settings import Settings
+from cds.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def fhir_answers(settings: Settings) -> bool:
+    """Whether the FHIR server answers HTTP at all (any status: it is up, the rest is its say)."""
+    try:
+        httpx.get(settings.fhir_base_url.rstrip("/") + "/metadata", timeout=min(settings.fhir_timeout_s, 5.0),
+                  headers={"Accept": "application/fhir+json"})
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def pacs_answers(settings: Settings) -> bool:
+    """Whether the PACS answers: DICOMweb base URL over HTTP, else a C-ECHO."""
+    if settings.dicomweb_url:
+        try:
+            httpx.get(settings.dicomweb_url, timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return True
+    from pynetdicom import AE
+
+    ae = AE(ae_title=settings.ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(settings.pacs_host, settings.pacs_port, ae_title=settings.pacs_ae_title)
+    if not assoc.is_established:
+        return False
+    assoc.release()
+    return True
+
+
+class PeerWatch:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._next_probe = 0.0
+
+    def probes(self) -> dict[str, Callable[[Settings], bool]]:
+        s = self.settings
+        out: dict[str, Callable[[Settings], bool]] = {}
+        if s.fhir_base_url:
+            out["fhir"] = fhir_answers
+        if s.pacs_configured:
+            out["pacs"] = pacs_answers
+        return out
+
+    def answered(self, peer: str) -> int:
+        """``peer`` answered: wake the rows waiting for it; returns how many."""
+        n = self.store.wake_waiting(peer)
+        if n:
+            log.info("%s answers again: %d waiting job(s)/output(s) made due now", peer, n)
+        return n
+
+    def tick(self, now: float | None = None) -> int:
+        """Probe each peer that has waiting rows, at most once per probe interval."""
+        now = time.time() if now is None else now
+        if now < self._next_probe:
+            return 0
+        self._next_probe = now + self.settings.peer_probe_interval_s
+        woken = 0
+        for peer, probe in self.probes().items():
+            if self.store.waiting_on(peer) and probe(self.settings):
+                woken += self.answered(peer)
+        return woken
