@@ -3,6 +3,8 @@ fixture model (synthetic/fixture_model.py), and every output written once per te
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,3 +67,21 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     out.case_arts = case_outputs(settings, patient, [mammo, slide], clinical, rec, root / "out",
                                  sources=sources)
     return out
+
+
+@pytest.fixture(scope="module")
+def fhir_peer(tmp_path_factory: pytest.TempPathFactory):
+    """The real FHIR R4 peer (Medplum's router on loopback), one per test module. Missing node or
+    peer packages skip the test, except under CONF_REQUIRE_PEERS=1 (CI), where they fail it."""
+    from conformance.peers.fhir_server import FhirServer
+    from conformance.peers.process import PeerUnavailable
+
+    required = os.environ.get("CONF_REQUIRE_PEERS") == "1"
+    missing = pytest.fail if required else pytest.skip
+    if shutil.which("node") is None:
+        missing("node not installed: no FHIR peer (run scripts/install_peers.sh)")
+    try:
+        with FhirServer(workdir=tmp_path_factory.mktemp("fhirpeer")) as srv:
+            yield srv
+    except PeerUnavailable as exc:
+        missing(str(exc))

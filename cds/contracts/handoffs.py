@@ -114,12 +114,18 @@ class OutboxMeta(BaseModel):
 
 
 class NewOutput(BaseModel):
-    """One rendered output to deliver; ``key`` makes re-runs idempotent."""
+    """One rendered output to deliver; ``key`` makes re-runs idempotent.
+
+    A FHIR resource or PDF names the patient and is not DICOM: its bytes travel in ``payload``
+    (kept in the store) rather than as a file in the data directory; ``payload_path`` then only
+    gives the output's name and suffix. DICOM outputs stay files in the job's folder.
+    """
 
     kind: OutputKind
     destination: Destination
     key: str
     payload_path: Path
+    payload: bytes | None = None
     meta: OutboxMeta = Field(default_factory=OutboxMeta)
 
 
@@ -131,6 +137,7 @@ class OutboxItem(BaseModel):
     destination: Destination
     key: str
     payload_path: Path
+    payload: bytes | None = None
     meta: OutboxMeta = Field(default_factory=OutboxMeta)
     state: str
     attempts: int
@@ -138,3 +145,11 @@ class OutboxItem(BaseModel):
     next_attempt_at: float
     created_at: float | None = None
     delivered_at: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.payload is not None or self.payload_path.exists()
+
+    def read_bytes(self) -> bytes:
+        """The output's content: from the store, or from its file for a DICOM output."""
+        return self.payload if self.payload is not None else self.payload_path.read_bytes()

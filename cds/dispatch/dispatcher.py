@@ -41,7 +41,7 @@ class Dispatcher:
         self.targets.close()
 
     def _deliver(self, item: OutboxItem) -> str:
-        if not item.payload_path.exists():
+        if not item.available:
             raise PermanentError(f"payload file {item.payload_path} is missing")
         return self.targets.for_item(item).deliver(item)
 

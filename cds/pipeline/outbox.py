@@ -32,10 +32,17 @@ def source_files(store: Store, analyses: list[StudyAnalysis]) -> dict[str, Path]
 
 
 def queue(settings: Settings, store: Store, job_id: int, artifacts: list[OutputArtifact]) -> int:
+    """Put each artifact in the outbox. FHIR resources and the PDF name the patient: their bytes
+    go into the store and their files are removed once it committed, so no patient data stays in a
+    non-DICOM file of the data directory."""
     for a in artifacts:
+        in_store = a.kind != "dicom"
         store.outbox_add(NewOutput(
             kind=a.kind, destination=destination_for(settings, a.kind), key=a.key, payload_path=a.path,
+            payload=a.path.read_bytes() if in_store else None,
             meta=OutboxMeta(description=a.description, job_id=job_id, resource_type=a.resource_type)))
+        if in_store:
+            a.path.unlink(missing_ok=True)
     return len(artifacts)
 
 

@@ -31,10 +31,19 @@ class Database:
         self._synchronous = synchronous
         self._local = threading.local()
         self._con().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+        self._migrate()
         for suffix in ("", "-wal", "-shm"):  # names, IDs, birth dates: owner only
             side = self.path.with_name(self.path.name + suffix)
             if side.exists():
                 side.chmod(0o600)
+
+    def _migrate(self) -> None:
+        """Columns added since a store was created, added in place (nothing is rewritten)."""
+        con = self._con()
+        columns = {row[1] for row in con.execute("PRAGMA table_info(outbox)")}
+        if "payload" not in columns:  # outputs that name the patient are kept in the store
+            con.execute("ALTER TABLE outbox ADD COLUMN payload BLOB")
+            con.commit()
 
     def _con(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)

@@ -21,13 +21,13 @@ class OutboxStore(Database):
         now = time.time()
         with self.tx() as con:
             con.execute(
-                """INSERT INTO outbox(kind, destination, key, payload_path, meta, state,
-                   next_attempt_at, created_at) VALUES (?,?,?,?,?, 'pending', ?, ?)
+                """INSERT INTO outbox(kind, destination, key, payload_path, payload, meta, state,
+                   next_attempt_at, created_at) VALUES (?,?,?,?,?,?, 'pending', ?, ?)
                    ON CONFLICT(key) DO UPDATE SET payload_path=excluded.payload_path,
-                   meta=excluded.meta
+                   payload=excluded.payload, meta=excluded.meta
                    WHERE outbox.state IN ('pending')""",
                 (output.kind, output.destination, output.key, str(output.payload_path),
-                 output.meta.model_dump_json(), now, now),
+                 output.payload, output.meta.model_dump_json(), now, now),
             )
             return int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
 

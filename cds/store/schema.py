@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS cases (
     last_job_id INTEGER);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, destination TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
-    payload_path TEXT NOT NULL, meta TEXT, state TEXT NOT NULL DEFAULT 'pending',
+    payload_path TEXT NOT NULL, payload BLOB, meta TEXT, state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL NOT NULL,
     lease_until REAL, worker TEXT, created_at REAL, delivered_at REAL, response TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);

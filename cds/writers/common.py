@@ -33,6 +33,13 @@ SERIES_NUMBER = {"seg": 9101, "sm-seg": 9102, "sr": 9201, "case-sr": 9202, "pdf"
 PURPOSE_PROCESSING_ALGORITHM = CodedConcept.from_code(codes.DCM.ModifyingEquipment)
 
 
+SCHEME = "99BCDS"  # the project's private coding scheme for concepts no standard names
+
+
+def project_code(value: str, meaning: str) -> CodedConcept:
+    return CodedConcept(value, SCHEME, meaning)
+
+
 def output_key(study_uid: str, model: ModelIdentity, output_type: str) -> str:
     """Idempotency key of one output: same study, model, version and type -> same key."""
     return f"{study_uid}/{model.name}/{model.version}/{output_type}"

@@ -37,32 +37,25 @@ from cds.contracts.domain import (
 )
 from cds.writers import sr_archive as archive
 from cds.writers import sr_quality as q
-from cds.writers.common import SERIES_NUMBER, add_contributing_equipment, derived_uid
-
-SCHEME = "99BCDS"
-
-
-def _code(value: str, meaning: str) -> CodedConcept:
-    return CodedConcept(value, SCHEME, meaning)
-
+from cds.writers.common import SCHEME, SERIES_NUMBER, add_contributing_equipment, derived_uid, project_code
 
 # Concept names (private) and values
-MALIGNANCY_PROBABILITY = _code("MALPROB", "Malignancy probability")
-METASTASIS_PROBABILITY = _code("METPROB", "Lymph node metastasis probability")
-LESION_SCORE = _code("LESSCORE", "Lesion score")
-ATTENTION = _code("ATTN", "Attention weight")
-CLASS_PROBABILITY = {c: _code(f"P-{c.upper()}", f"Probability {c.replace('_', ' ')}")
+MALIGNANCY_PROBABILITY = project_code("MALPROB", "Malignancy probability")
+METASTASIS_PROBABILITY = project_code("METPROB", "Lymph node metastasis probability")
+LESION_SCORE = project_code("LESSCORE", "Lesion score")
+ATTENTION = project_code("ATTN", "Attention weight")
+CLASS_PROBABILITY = {c: project_code(f"P-{c.upper()}", f"Probability {c.replace('_', ' ')}")
                      for c in ("normal", "benign", "in_situ", "invasive")}
-PREDICTED_CLASS = _code("PREDCLS", "Predicted class")
-CLASS_VALUE = {c: _code(c.upper(), c.replace("_", " ").capitalize())
+PREDICTED_CLASS = project_code("PREDCLS", "Predicted class")
+CLASS_VALUE = {c: project_code(c.upper(), c.replace("_", " ").capitalize())
                for c in ("normal", "benign", "in_situ", "invasive")}
-DECISION = _code("DECISION", "Decision at calibrated threshold")
-THRESHOLD = _code("THRESH", "Decision threshold")
-RISK_SCORE = _code("RISKSCORE", "Recurrence risk score")
-RISK_AT = {y: _code(f"RISK{y}Y", f"Risk of recurrence by {y} years") for y in (3, 5, 7)}
-RISK_GROUP = _code("RISKGROUP", "Recurrence risk group")
-RISK_GROUP_VALUE = {"high": _code("HIGH", "High risk"), "low": _code("LOW", "Low risk")}
-NOTICE = _code("NOTICE", "Notice")
+DECISION = project_code("DECISION", "Decision at calibrated threshold")
+THRESHOLD = project_code("THRESH", "Decision threshold")
+RISK_SCORE = project_code("RISKSCORE", "Recurrence risk score")
+RISK_AT = {y: project_code(f"RISK{y}Y", f"Risk of recurrence by {y} years") for y in (3, 5, 7)}
+RISK_GROUP = project_code("RISKGROUP", "Recurrence risk group")
+RISK_GROUP_VALUE = {"high": project_code("HIGH", "High risk"), "low": project_code("LOW", "Low risk")}
+NOTICE = project_code("NOTICE", "Notice")
 POSITIVE = CodedConcept("10828004", "SCT", "Positive")
 NEGATIVE = CodedConcept("260385009", "SCT", "Negative")
 UNITLESS = codes.UCUM.NoUnits
@@ -71,10 +64,10 @@ UNITLESS = codes.UCUM.NoUnits
 # 71651007/104157003/16310003 there. "Imaging procedure" is in CID 100; the modality itself is in
 # the source images and the report's Series.
 IMAGING_PROCEDURE = CodedConcept("363679005", "SCT", "Imaging procedure")
-REGION_SOURCE = _code("REGSRC", "Lesion region source")
-REGION_SOURCE_VALUE = {"sr": _code("REGSR", "Region drawn in a structured report"),
-                       "user": _code("REGUSER", "Region given by the user"),
-                       "automatic": _code("REGAUTO", "Region found automatically")}
+REGION_SOURCE = project_code("REGSRC", "Lesion region source")
+REGION_SOURCE_VALUE = {"sr": project_code("REGSR", "Region drawn in a structured report"),
+                       "user": project_code("REGUSER", "Region given by the user"),
+                       "automatic": project_code("REGAUTO", "Region found automatically")}
 US_SIZE = (("original_shape2D_MajorAxisLength", codes.SCT.LongAxis, codes.UCUM.Millimeter),
            ("original_shape2D_MinorAxisLength", codes.SCT.ShortAxis, codes.UCUM.Millimeter),
            ("original_shape2D_PixelSurface", codes.SCT.Area, codes.UCUM.SquareMillimeter))

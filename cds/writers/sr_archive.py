@@ -11,29 +11,22 @@ compression or implant-displaced view, unreadable) is a TEXT item with its reaso
 from __future__ import annotations
 
 import highdicom as hd
-from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
 from cds.contracts.domain import MammographyResult, MammoImageFinding
+from cds.writers.common import project_code
+from cds.writers.sr_quality import add_notes
 
-SCHEME = "99BCDS"
-
-
-def _code(value: str, meaning: str) -> CodedConcept:
-    return CodedConcept(value, SCHEME, meaning)
-
-
-LATERALITY_SOURCE = _code("LATSRC", "Laterality source")
-VIEW_SOURCE = _code("VIEWSRC", "View source")
-SOURCE_VALUE = {"attribute": _code("SRC-ATTR", "DICOM attribute"),
-                "patient_orientation": _code("SRC-PATORIENT", "Patient Orientation"),
-                "text": _code("SRC-TEXT", "Free text description"),
-                "pixels": _code("SRC-PIXELS", "Image pixels (chest-wall side)")}
-CONTRALATERAL = _code("CONTRALAT", "Contralateral image")
-PAIRED = _code("CONTRA-PAIRED", "Read with the other breast's image of the same view")
-UNPAIRED = _code("CONTRA-NONE", "No image of the other breast in this view; read on its own")
-NOT_ANALYSED = _code("NOTREAD", "Instance not analysed")
-QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+LATERALITY_SOURCE = project_code("LATSRC", "Laterality source")
+VIEW_SOURCE = project_code("VIEWSRC", "View source")
+SOURCE_VALUE = {"attribute": project_code("SRC-ATTR", "DICOM attribute"),
+                "patient_orientation": project_code("SRC-PATORIENT", "Patient Orientation"),
+                "text": project_code("SRC-TEXT", "Free text description"),
+                "pixels": project_code("SRC-PIXELS", "Image pixels (chest-wall side)")}
+CONTRALATERAL = project_code("CONTRALAT", "Contralateral image")
+PAIRED = project_code("CONTRA-PAIRED", "Read with the other breast's image of the same view")
+UNPAIRED = project_code("CONTRA-NONE", "No image of the other breast in this view; read on its own")
+NOT_ANALYSED = project_code("NOTREAD", "Instance not analysed")
 
 
 def image_items(img: MammoImageFinding) -> list[hd.sr.QualitativeEvaluation]:
@@ -54,17 +47,4 @@ def not_analysed_text(result: MammographyResult) -> list[str]:
 
 def add_not_analysed(sr: Dataset, result: MammographyResult) -> None:
     """A TEXT item per instance not analysed, in the root's Qualitative Evaluations container."""
-    notes = not_analysed_text(result)
-    if not notes:
-        return
-    root = sr.ContentSequence
-    box = next((item for item in root if item.ValueType == "CONTAINER"
-                and item.ConceptNameCodeSequence[0].CodeValue == QUALITATIVE_EVALUATIONS.value), None)
-    if box is None:
-        box = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
-                                         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-        box.ContentSequence = []
-        root.append(box)
-    for note in notes:
-        box.ContentSequence.append(hd.sr.TextContentItem(
-            name=NOT_ANALYSED, value=note[:1000], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    add_notes(sr, not_analysed_text(result), NOT_ANALYSED)

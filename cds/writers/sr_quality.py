@@ -16,33 +16,27 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cds.contracts.domain import Calibrated, DomainCheck, MammoImageFinding
+from cds.writers.common import project_code
 from reports.quality import domain_text, operating_point_text, out_of_domain
 
-SCHEME = "99BCDS"
-
-
-def _code(value: str, meaning: str) -> CodedConcept:
-    return CodedConcept(value, SCHEME, meaning)
-
-
-TRAINING_DOMAIN = _code("DOMAIN", "Training domain")
-IN_DOMAIN = _code("INDOMAIN", "Within training domain")
-OUT_OF_DOMAIN = _code("OUTDOMAIN", "Out of training domain")
-NOT_DETERMINED = _code("NODECISION", "Not determined (out of training domain)")
-DOMAIN_SCORE = _code("DOMSCORE", "Training-domain embedding distance")
-OPERATING_POINT = _code("OPPOINT", "Operating point")
-EXPECTED_SENSITIVITY = _code("EXPSENS", "Expected sensitivity at operating point")
-EXPECTED_SPECIFICITY = _code("EXPSPEC", "Expected specificity at operating point")
-PREDICTED_GRADE = _code("PREDGRADE", "Most likely grade")
-DOMAIN_NOTE = _code("DOMNOTE", "Training domain note")
+TRAINING_DOMAIN = project_code("DOMAIN", "Training domain")
+IN_DOMAIN = project_code("INDOMAIN", "Within training domain")
+OUT_OF_DOMAIN = project_code("OUTDOMAIN", "Out of training domain")
+NOT_DETERMINED = project_code("NODECISION", "Not determined (out of training domain)")
+DOMAIN_SCORE = project_code("DOMSCORE", "Training-domain embedding distance")
+OPERATING_POINT = project_code("OPPOINT", "Operating point")
+EXPECTED_SENSITIVITY = project_code("EXPSENS", "Expected sensitivity at operating point")
+EXPECTED_SPECIFICITY = project_code("EXPSPEC", "Expected specificity at operating point")
+PREDICTED_GRADE = project_code("PREDGRADE", "Most likely grade")
+DOMAIN_NOTE = project_code("DOMNOTE", "Training domain note")
 UNITLESS = codes.UCUM.NoUnits
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 
 
-def _point_code(cal: Calibrated) -> CodedConcept:
+def _pointproject_code(cal: Calibrated) -> CodedConcept:
     name = cal.operating_point.name if cal.operating_point else cal.threshold_name
     short = name.upper().replace("SENSITIVITY_", "SENS-").replace("SPECIFICITY_", "SPEC-")
-    return _code(("OP-" + short)[:16], f"Operating point {name}"[:64])
+    return project_code(("OP-" + short)[:16], f"Operating point {name}"[:64])
 
 
 def operating_point_items(cal: Calibrated) -> tuple[list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]]:
@@ -53,7 +47,7 @@ def operating_point_items(cal: Calibrated) -> tuple[list[hd.sr.Measurement], lis
         ms.append(hd.sr.Measurement(name=EXPECTED_SENSITIVITY, value=float(op.expected_sensitivity), unit=UNITLESS))
     if op is not None and op.expected_specificity is not None:
         ms.append(hd.sr.Measurement(name=EXPECTED_SPECIFICITY, value=float(op.expected_specificity), unit=UNITLESS))
-    return ms, [hd.sr.QualitativeEvaluation(OPERATING_POINT, _point_code(cal))]
+    return ms, [hd.sr.QualitativeEvaluation(OPERATING_POINT, _pointproject_code(cal))]
 
 
 def domain_items(domain: DomainCheck | None) -> tuple[list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]]:
@@ -80,16 +74,17 @@ def grade_items(img: MammoImageFinding, labels: list[str]) -> tuple[list[hd.sr.M
         return [], []
     names = labels if len(labels) == len(img.grade_probabilities) else [
         f"grade {k}" for k in range(len(img.grade_probabilities))]
-    ms = [hd.sr.Measurement(name=_code(f"P-GRADE{k}", f"Probability {name}"[:64]), value=float(p), unit=UNITLESS)
+    ms = [hd.sr.Measurement(name=project_code(f"P-GRADE{k}", f"Probability {name}"[:64]), value=float(p), unit=UNITLESS)
           for k, (name, p) in enumerate(zip(names, img.grade_probabilities))]
     if out_of_domain(img.domain):
         return ms, []
     best = max(range(len(names)), key=lambda k: img.grade_probabilities[k])
-    return ms, [hd.sr.QualitativeEvaluation(PREDICTED_GRADE, _code(f"GRADE{best}", names[best][:64]))]
+    return ms, [hd.sr.QualitativeEvaluation(PREDICTED_GRADE, project_code(f"GRADE{best}", names[best][:64]))]
 
 
-def add_notes(sr: Dataset, notes: list[str]) -> None:
-    """TEXT items in the root's Qualitative Evaluations container (created when missing)."""
+def add_notes(sr: Dataset, notes: list[str], name: CodedConcept = DOMAIN_NOTE) -> None:
+    """TEXT items called ``name`` in the root's Qualitative Evaluations container (created when
+    missing)."""
     if not notes:
         return
     root = sr.ContentSequence
@@ -102,7 +97,7 @@ def add_notes(sr: Dataset, notes: list[str]) -> None:
         root.append(box)
     for note in notes:
         box.ContentSequence.append(hd.sr.TextContentItem(
-            name=DOMAIN_NOTE, value=note[:1000], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+            name=name, value=note[:1000], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
 
 
 def study_notes(analysis) -> list[str]:  # noqa: ANN001 (StudyAnalysis)

@@ -34,7 +34,7 @@ class FhirTarget:
 
     def deliver(self, item: OutboxItem) -> str:
         try:
-            resource = json.loads(item.payload_path.read_text())
+            resource = json.loads(item.read_bytes())
         except (OSError, ValueError) as exc:
             raise PermanentError(f"payload {item.payload_path} is not readable JSON: {exc}") from exc
         resolve_subject(self.client, resource)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
-from cds.store.durable import copy_durable
+from cds.store.durable import copy_durable, write_durable
 
 
 class FolderTarget:
@@ -18,7 +18,10 @@ class FolderTarget:
         sub = item.kind if item.kind in ("dicom", "fhir", "pdf") else "other"
         safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in item.key)[-180:]
         target = self.settings.output_dir / sub / f"{safe}{item.payload_path.suffix}"
-        copy_durable(item.payload_path, target)
+        if item.payload is not None:
+            write_durable(target, item.payload)
+        else:
+            copy_durable(item.payload_path, target)
         return f"written to {target}"
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from cds.dispatch.dispatcher import Dispatcher
 from cds.store import Store
 from conformance.peers.dcmtk import StoreScp
 from conformance.peers.fhir_server import FhirServer
-from conformance.peers.process import PeerUnavailable, free_port
+from conformance.peers.process import free_port
 
 
 def _store(tmp_path: Path) -> Store:
@@ -41,15 +41,6 @@ def _wait_due(seconds: float = 0.3) -> None:
     time.sleep(seconds)
 
 
-@pytest.fixture(scope="module")
-def fhir_server(tmp_path_factory):
-    if shutil.which("node") is None:
-        pytest.skip("node not installed: no FHIR peer")
-    try:
-        with FhirServer(workdir=tmp_path_factory.mktemp("fhirpeer")) as srv:
-            yield srv
-    except PeerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def _fast(tmp_path: Path, **kw) -> Settings:
@@ -84,9 +75,9 @@ def _query_of(path: Path) -> str:
     return conditional_query(json.loads(path.read_text()))
 
 
-def test_fhir_round_trip_and_second_run_creates_no_duplicates(outputs, fhir_server, tmp_path):
-    fhir_server.reset()
-    settings = _fast(tmp_path, fhir_base_url=fhir_server.base_url)
+def test_fhir_round_trip_and_second_run_creates_no_duplicates(outputs, fhir_peer, tmp_path):
+    fhir_peer.reset()
+    settings = _fast(tmp_path, fhir_base_url=fhir_peer.base_url)
     arts = [a for a in outputs.all if a.kind == "fhir"]
     for run in (1, 2):  # run 2: a fresh store (e.g. re-installed service) sends everything again
         store = _store(tmp_path / f"run{run}")
@@ -96,22 +87,22 @@ def test_fhir_round_trip_and_second_run_creates_no_duplicates(outputs, fhir_serv
         responses = [i.state for i in store.outbox_items()]
         assert responses
     for a in arts:
-        assert _count(fhir_server, a.resource_type, _query_of(a.path)) == 1, a.key
-    posts = [r for r in fhir_server.requests() if r["method"] == "POST"]
+        assert _count(fhir_peer, a.resource_type, _query_of(a.path)) == 1, a.key
+    posts = [r for r in fhir_peer.requests() if r["method"] == "POST"]
     # run 2: a resource with a result identifier is found by it and, unchanged, not written
     # again (cds.fhir.upsert); the Provenance (tag only) is a conditional create answered 200
     tag_only = sum(1 for a in arts if a.resource_type == "Provenance")
     assert sorted(r["status"] for r in posts) == [200] * tag_only + [201] * len(arts)
-    assert not [r for r in fhir_server.requests() if r["method"] == "PUT"]
+    assert not [r for r in fhir_peer.requests() if r["method"] == "PUT"]
 
 
-def test_fhir_503_then_201_delivers_exactly_once(outputs, fhir_server, tmp_path):
-    fhir_server.reset()
-    settings = _fast(tmp_path, fhir_base_url=fhir_server.base_url)
+def test_fhir_503_then_201_delivers_exactly_once(outputs, fhir_peer, tmp_path):
+    fhir_peer.reset()
+    settings = _fast(tmp_path, fhir_base_url=fhir_peer.base_url)
     store = _store(tmp_path)
     art = next(a for a in outputs.all if a.resource_type == "RiskAssessment")
     (item_id,) = _queue(store, [art], "fhir")
-    fhir_server.fail_next(count=2, status=503, methods=["POST"])
+    fhir_peer.fail_next(count=2, status=503, methods=["POST"])
     d = Dispatcher(settings, store)
     d.run_once()
     item = store.outbox_items()[0]
@@ -123,12 +114,12 @@ def test_fhir_503_then_201_delivers_exactly_once(outputs, fhir_server, tmp_path)
     d.run_once()
     item = store.outbox_items()[0]
     assert item.state == "delivered" and item.attempts == 3
-    assert _count(fhir_server, "RiskAssessment", _query_of(art.path)) == 1
-    assert [r["status"] for r in fhir_server.requests() if r["method"] == "POST"] == [503, 503, 201]
+    assert _count(fhir_peer, "RiskAssessment", _query_of(art.path)) == 1
+    assert [r["status"] for r in fhir_peer.requests() if r["method"] == "POST"] == [503, 503, 201]
 
 
-def test_fhir_400_goes_to_dead_letter_with_operation_outcome(fhir_server, tmp_path):
-    settings = _fast(tmp_path, fhir_base_url=fhir_server.base_url)
+def test_fhir_400_goes_to_dead_letter_with_operation_outcome(fhir_peer, tmp_path):
+    settings = _fast(tmp_path, fhir_base_url=fhir_peer.base_url)
     store = _store(tmp_path)
     bad = tmp_path / "bad.json"  # written by hand, bypassing our validation, to make the server refuse it
     bad.write_text(json.dumps({"resourceType": "RiskAssessment", "subject": {"reference": "Patient/x"},
@@ -189,13 +180,13 @@ def test_dicom_failure_status_goes_to_dead_letter(outputs, tmp_path):
         server.shutdown()
 
 
-def test_context_from_fhir_server_matches_offline(outputs, fhir_server, tmp_path):
+def test_context_from_fhir_server_matches_offline(outputs, fhir_peer, tmp_path):
     from cds.fhir.client import FhirClient
     from cds.fhir.context import fetch_clinical_context
     from synthetic.phantoms.clinical import clinical_resources, synthetic_patient
 
-    fhir_server.reset()
-    settings = Settings(fhir_base_url=fhir_server.base_url)
+    fhir_peer.reset()
+    settings = Settings(fhir_base_url=fhir_peer.base_url)
     with FhirClient(settings) as client:
         for r in clinical_resources():
             client.update(r)
@@ -206,7 +197,7 @@ def test_context_from_fhir_server_matches_offline(outputs, fhir_server, tmp_path
     assert "hypoechoic" in ctx.ultrasound_report_text
 
 
-def test_oauth2_client_credentials_token_is_fetched_once_and_sent(fhir_server):
+def test_oauth2_client_credentials_token_is_fetched_once_and_sent(fhir_peer):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
     from urllib.parse import parse_qs
@@ -236,7 +227,7 @@ def test_oauth2_client_credentials_token_is_fetched_once_and_sent(fhir_server):
     try:
         sent = []
         http = httpx.Client(timeout=10, event_hooks={"request": [lambda r: sent.append(r.headers.get("Authorization"))]})
-        settings = Settings(fhir_base_url=fhir_server.base_url, fhir_token_url=f"http://127.0.0.1:{httpd.server_port}/token",
+        settings = Settings(fhir_base_url=fhir_peer.base_url, fhir_token_url=f"http://127.0.0.1:{httpd.server_port}/token",
                             fhir_client_id="cds", fhir_client_secret="s3cret", fhir_scope="system/*.write")
         client = FhirClient(settings, http=http)
         client.search("Patient", {"_count": "1"})

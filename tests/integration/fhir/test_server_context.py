@@ -5,12 +5,9 @@ Medplum peer (conformance/peers/fhir)."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
-
-import pytest
 
 from cds.contracts.domain import PatientRef
 from cds.contracts.settings import Settings
@@ -86,25 +83,13 @@ def test_paging_follows_next_links():
     assert first["patient"] == "Patient/p1" and "http://loinc.org|85329-1" in first["code"].split(",")
 
 
-@pytest.fixture(scope="module")
-def medplum(tmp_path_factory):
-    from conformance.peers.fhir_server import FhirServer
-    from conformance.peers.process import PeerUnavailable
-
-    if shutil.which("node") is None:
-        pytest.skip("node not installed: no FHIR peer")
-    try:
-        with FhirServer(workdir=tmp_path_factory.mktemp("fhirpeer")) as srv:
-            yield srv
-    except PeerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
-def test_search_by_patient_and_code_on_medplum(medplum):
+def test_search_by_patient_and_code_on_medplum(fhir_peer):
     import httpx
 
-    medplum.reset()
-    base = medplum.base_url
+    fhir_peer.reset()
+    base = fhir_peer.base_url
     httpx.put(f"{base}/Patient/p1", json=_patient(), timeout=10).raise_for_status()
     other = {**_patient(), "id": "p2", "identifier": [{"system": SYSTEM, "value": "B2"}]}
     httpx.put(f"{base}/Patient/p2", json=other, timeout=10).raise_for_status()

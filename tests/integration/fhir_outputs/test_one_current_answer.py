@@ -5,26 +5,12 @@ replaces (Predecessor Documents Sequence)."""
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 import pydicom
 import pytest
 
-from conformance.peers.fhir_server import FhirServer
-from conformance.peers.process import PeerUnavailable
 from tests.integration.fhir_outputs.support import ingest, load_clinical, make_service, ours, run, study_files
-
-
-@pytest.fixture(scope="module")
-def fhir_peer(tmp_path_factory):
-    if shutil.which("node") is None:
-        pytest.skip("node not installed: no FHIR peer")
-    try:
-        with FhirServer(workdir=tmp_path_factory.mktemp("fhirpeer")) as srv:
-            yield srv
-    except PeerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("order", [("MG", "SM"), ("SM", "MG")])

@@ -101,3 +101,43 @@ def test_missing_file_names_the_path(layout, tmp_path: Path) -> None:
     _, labels = layout
     with pytest.raises(FileNotFoundError, match="image file path"):
         cbis_ddsm.cbis_arrays(tmp_path, labels)
+
+
+def test_cds_train_mammography_on_the_cbis_ddsm_layout(tmp_path: Path) -> None:
+    """`cds train mammography` as a user runs it on CBIS-DDSM: its CSV folder and its DICOM tree."""
+    from models.mammography.training.train import train_from_folder
+
+    root = tmp_path / "cbis"
+    exam = synthesize_exam(13, 256, 208, force_label="invasive")
+    views = {(v.laterality, v.view): v for v in exam.views}
+    train_rows, test_rows = [], []
+    for k in range(10):  # 8 training patients (80/20 by patient -> calibration), 2 test patients
+        lat, view = (("L", "CC"), ("R", "MLO"), ("R", "CC"), ("L", "MLO"))[k % 4]
+        kind, prefix = ("calcification", "Calc-Test") if k >= 8 else ("mass", "Mass-Training")
+        name = f"{prefix}_P_{k:05d}_{'LEFT' if lat == 'L' else 'RIGHT'}_{view}"
+        pixels = views[(lat, view)].pixels
+        full = _image(root, name, pixels, True, "full mammogram images")
+        mask = np.zeros_like(pixels)
+        mask[100:140, 60:100] = 255
+        series, study = generate_uid(), generate_uid()
+        crop = _image(root, f"{name}_1", pixels[90:150, 50:110].copy(), True, "cropped images", series, study)
+        roi = _image(root, f"{name}_1", mask, False, "ROI mask images", series, study, "1-2.dcm")
+        row = {"patient_id": f"P_{k:05d}", "breast_density": "2",
+               "left or right breast": "LEFT" if lat == "L" else "RIGHT", "image view": view,
+               "abnormality id": "1", "abnormality type": kind, "mass shape": "OVAL",
+               "mass margins": "CIRCUMSCRIBED", "assessment": "4",
+               "pathology": ("MALIGNANT", "BENIGN")[k % 2], "subtlety": "3", "image file path": full,
+               "cropped image file path": crop, "ROI mask file path": roi}
+        (test_rows if k >= 8 else train_rows).append(row)
+    labels = tmp_path / "csv"
+    labels.mkdir()
+    for fname, rows in (("mass_case_description_train_set.csv", train_rows),
+                        ("calc_case_description_test_set.csv", test_rows)):
+        with (labels / fname).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+    card = train_from_folder(root, labels, tmp_path / "out", epochs=1, progress=False)
+    assert (tmp_path / "out" / "mammography.onnx").is_file() and card.synthetic_trained is False
+    assert card.metrics["n_test_images"] == 2 and card.metrics["n_calibration_images"] >= 1
+    assert "csv" in card.training_data  # the CSV folder it was trained from is named in the card
