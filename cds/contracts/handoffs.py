@@ -129,16 +129,10 @@ class NewOutput(BaseModel):
     meta: OutboxMeta = Field(default_factory=OutboxMeta)
 
 
-class OutboxItem(BaseModel):
+class OutboxItem(NewOutput):
     """A queued output as the dispatcher claims it."""
 
     id: int
-    kind: OutputKind
-    destination: Destination
-    key: str
-    payload_path: Path
-    payload: bytes | None = None
-    meta: OutboxMeta = Field(default_factory=OutboxMeta)
     state: str
     attempts: int
     last_error: str | None = None

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,17 +74,24 @@ def concat(parts: list[MammoArrays]) -> MammoArrays:
     return MammoArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in MammoArrays.__dataclass_fields__))
 
 
-def _render_exam(args: tuple[int, int, int, int]) -> tuple:
-    """Render exam ``i`` of a synthetic data set into network-geometry arrays (worker-safe)."""
+def synthetic_exam(i: int, seed: int, rows: int, columns: int) -> tuple[str, str, Any, np.ndarray]:
+    """Exam ``i`` of the synthetic data set: (vendor, split, exam, contralateral rows). The vendor
+    cycles fastest, then the class; 3 of every 5 exams train, 1 calibrates, 1 tests."""
     from synthetic.phantoms.mammography import VENDORS, synthesize_exam
 
-    i, seed, rows, columns = args
     vendors = sorted(VENDORS)
     vendor = vendors[i % len(vendors)]
     label = MAMMO_CLASSES[(i // len(vendors)) % len(MAMMO_CLASSES)]
     split = SPLITS[0] if i % 5 < 3 else SPLITS[1 + (i % 5 - 3)]
     exam = synthesize_exam(seed * 1_000_003 + i, rows, columns, vendor=vendor, force_label=label)
     contra = contralateral_rows([("", v.view, v.laterality) for v in exam.views])
+    return vendor, split, exam, contra
+
+
+def _render_exam(args: tuple[int, int, int, int]) -> tuple:
+    """Render exam ``i`` of a synthetic data set into network-geometry arrays (worker-safe)."""
+    i, seed, rows, columns = args
+    vendor, split, exam, contra = synthetic_exam(i, seed, rows, columns)
     return [(prepare_image(v.pixels, v.laterality), prepare_mask(v.mask, v.laterality).astype(np.uint8),
              MAMMO_CLASSES.index(v.label), v.grade, vendor, split, v.lesion_type or "", int(c))
             for v, c in zip(exam.views, contra)]

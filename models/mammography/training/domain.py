@@ -21,7 +21,7 @@ import numpy as np
 from cds.contracts.domain import MAMMO_CLASSES
 from models import calibration as rcal
 from models.mammography.domain import acquisition_values
-from models.mammography.pairing import bilateral_input, contralateral_rows
+from models.mammography.pairing import bilateral_input
 from models.mammography.preprocess import prepare_image
 from models.mammography.training.config import CARD_NAME, N_EXAMS, ONNX_NAME
 from models.mammography.training.features_output import (
@@ -50,15 +50,10 @@ FIXED = {"pixel_spacing_mm": (0.04, 0.62, "training 0.56 mm at 512x416; finer pi
 def render_exam(i: int, seed: int, rows: int, columns: int) -> tuple[str, list[tuple]]:
     """Exam ``i`` of the training data set: its split and, per view, (image, contralateral row,
     class index, acquisition values) as :func:`data._render_exam` renders it."""
-    from models.mammography.training.data import SPLITS
-    from synthetic.phantoms.mammography import VENDORS, pixel_spacing_for, synthesize_exam
+    from models.mammography.training.data import synthetic_exam
+    from synthetic.phantoms.mammography import pixel_spacing_for
 
-    vendors = sorted(VENDORS)
-    vendor = vendors[i % len(vendors)]
-    label = MAMMO_CLASSES[(i // len(vendors)) % len(MAMMO_CLASSES)]
-    split = SPLITS[0] if i % 5 < 3 else SPLITS[1 + (i % 5 - 3)]
-    exam = synthesize_exam(seed * 1_000_003 + i, rows, columns, vendor=vendor, force_label=label)
-    contra = contralateral_rows([("", v.view, v.laterality) for v in exam.views])
+    _vendor, split, exam, contra = synthetic_exam(i, seed, rows, columns)
     spacing = pixel_spacing_for(rows)
     return split, [(prepare_image(v.pixels, v.laterality), int(c), MAMMO_CLASSES.index(v.label),
                     acquisition_values(v.pixels, v.vendor.bits_stored, (spacing, spacing)))
