@@ -74,7 +74,6 @@ class SecuritySettings(BaseSettings):
     audit_syslog_host: str = Field("", description="Forward each record as RFC 5424 syslog to this host (ATNA repository).")
     audit_syslog_port: int = Field(514)
     audit_syslog_protocol: Literal["udp", "tcp"] = Field("udp")
-    audit_fhir_forward: bool = Field(False, description="Also POST each AuditEvent to the FHIR server.")
 
     @field_validator("fhir_base_url", "dicomweb_url", "fhir_token_url", mode="before", check_fields=False)
     @classmethod
