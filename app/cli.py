@@ -113,12 +113,13 @@ def analyze(
 
     settings = load_settings(config)
     setup_logging("WARNING")
+    started = time.time()
     with models_required():
         service = run_analyze(settings, paths, out, fhir_dir=fhir)
     console = _console()
     print_status(console, service.store, limit=50)
     console.print(f"[bold]Outputs:[/bold] {out.resolve()}")
-    outcome = run_outcome(service.store)
+    outcome = run_outcome(service.store, since=started)
     service.stop()
     finish(console, outcome)
 

@@ -52,27 +52,34 @@ class RunOutcome:
                 + [f"incomplete: {x}" for x in self.incomplete])
 
 
-def run_outcome(store: Store, limit: int = 10_000) -> RunOutcome:
-    """Read the store after a run: dead work, refused inputs, studies and cases without results."""
+def run_outcome(store: Store, limit: int = 10_000, since: float = 0.0) -> RunOutcome:
+    """Read the store after a run: dead work, refused inputs, studies and cases without results.
+
+    ``since`` (epoch seconds) limits it to this run when the store holds earlier ones (a second
+    `cds analyze` into the same folder must not report the first run's failures)."""
     out = RunOutcome()
-    for j in store.jobs("dead", limit=limit):
+
+    def _recent(*stamps: float | None) -> bool:
+        return max((s or 0.0) for s in stamps) >= since
+
+    for j in (j for j in store.jobs("dead", limit=limit) if _recent(j.updated_at, j.created_at)):
         out.failed.append(f"job {j.id} ({j.kind} {j.key}): {j.last_error or 'no reason recorded'}")
     for state in ("queued", "running"):  # still retrying when the command ended: not done
-        for j in store.jobs(state, limit=limit):
+        for j in (j for j in store.jobs(state, limit=limit) if _recent(j.updated_at, j.created_at)):
             out.failed.append(f"job {j.id} ({j.kind} {j.key}) did not finish ({state}, attempt "
                               f"{j.attempts}): {j.last_error or 'not started'}")
-    for o in store.outbox_items("dead", limit=limit):
+    for o in (o for o in store.outbox_items("dead", limit=limit) if _recent(o.created_at)):
         out.failed.append(f"output {o.id} ({o.kind} {o.payload_path.name} -> {o.destination}): "
                           f"{o.last_error or 'no reason recorded'}")
     for state in ("pending", "delivering"):
-        for o in store.outbox_items(state, limit=limit):
+        for o in (o for o in store.outbox_items(state, limit=limit) if _recent(o.created_at)):
             out.failed.append(f"output {o.id} ({o.kind} {o.payload_path.name} -> {o.destination}) "
                               f"not delivered ({state}): {o.last_error or 'not attempted'}")
-    for r in store.recent_rejections(limit):
+    for r in (r for r in store.recent_rejections(limit) if _recent(r.at)):
         if r.status != 0x0122:  # "SOP classes not offered" refused no instance
             out.refused.append(f"{r.sop_uid or r.calling_ae or '?'} (0x{(r.status or 0):04X}): {r.reason}")
     latest: dict[tuple[str, str, str | None], str] = {}
-    for r in store.results(limit=limit):  # newest first: keep each study's / case's latest row
+    for r in (r for r in store.results(limit=limit) if _recent(r.created_at)):  # newest first
         key = (r.kind, r.study_uid or r.patient_key, r.model)
         if key in latest:
             continue

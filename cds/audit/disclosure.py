@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 from cds.audit.trail import audit_disclosure
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
 from cds.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def _peer(settings: Settings, destination: str) -> str:
@@ -19,13 +24,26 @@ def _peer(settings: Settings, destination: str) -> str:
 
 
 def audit_delivery(settings: Settings, store: Store, item: OutboxItem, response: str) -> None:
-    """Record the delivery of ``item`` (never raises: the output is delivered either way)."""
-    patient_key = ""
+    """Record the delivery of ``item`` (never raises: the output is delivered either way).
+
+    When the job that made the output cannot be read, the disclosure is still recorded, marked
+    "patient unknown", and the outbox and job ids are logged so the patient can be traced.
+    """
+    job_id = item.meta.job_id
+    patient_key, unknown = "", ""
     try:
-        job = store.job(item.meta.job_id) if item.meta.job_id is not None else None
-        patient_key = getattr(job.payload, "patient_key", "") if job is not None else ""
-    except Exception:  # a missing job row must not hide the disclosure itself
-        patient_key = ""
+        job = store.job(job_id) if job_id is not None else None
+    except (sqlite3.Error, ValueError) as exc:  # unreadable row (ValidationError is a ValueError)
+        job, unknown = None, f"job {job_id} could not be read ({exc.__class__.__name__})"
+    if job is not None:
+        patient_key = getattr(job.payload, "patient_key", "") or ""
+        if not patient_key:
+            unknown = f"job {job_id} names no patient"
+    elif not unknown:
+        unknown = f"job {job_id} not found" if job_id is not None else "output has no job"
+    if unknown:
+        log.warning("disclosure of outbox item %s (job %s) recorded with patient unknown: %s",
+                    item.id, job_id, unknown)
     audit_disclosure(settings, patient_key=patient_key, destination=item.destination,
                      peer=_peer(settings, item.destination), output_kind=item.kind,
-                     output_key=item.key, response=response)
+                     output_key=item.key, response=response, patient_unknown=unknown)

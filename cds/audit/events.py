@@ -53,6 +53,14 @@ def patient_entity(patient_key: str, fhir_ref: str = "") -> dict[str, Any]:
             "role": {"system": ENTITY_ROLE, "code": "1", "display": "Patient"}}
 
 
+def unknown_patient_entity(why: str) -> dict[str, Any]:
+    """A patient entity for a disclosure whose patient could not be determined (``why``, no PHI)."""
+    return {"what": {"display": "patient unknown"},
+            "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+            "role": {"system": ENTITY_ROLE, "code": "1", "display": "Patient"},
+            "description": f"patient unknown: {why}"[:200]}
+
+
 def study_entity(study_uid: str, instances: int = 0) -> dict[str, Any]:
     e: dict[str, Any] = {
         "what": {"identifier": {"type": {"coding": [{"system": DCM, "code": "110180",

@@ -36,7 +36,9 @@ def record(settings: Settings, event: dict[str, Any]) -> None:
     try:
         append(audit_path(settings), event)
     except Exception as exc:  # the audit trail must not stop clinical work; say so loudly
-        log.error("audit record %s could not be written: %s", event.get("id"), exc.__class__.__name__)
+        # the message of an append failure is the OS error and the log path: no patient data
+        log.error("audit record %s could not be written: %s: %s", event.get("id"),
+                  exc.__class__.__name__, exc)
         return
     if settings.audit_syslog_host:
         try:
@@ -72,14 +74,23 @@ def audit_query(settings: Settings, *, patient_key: str, server: str, resource_t
 
 
 def audit_disclosure(settings: Settings, *, patient_key: str, destination: str, peer: str,
-                     output_kind: str, output_key: str, response: str) -> None:
-    """A result delivered to the PACS, the FHIR server or the output folder."""
+                     output_kind: str, output_key: str, response: str, patient_unknown: str = "") -> None:
+    """A result delivered to the PACS, the FHIR server or the output folder.
+
+    ``patient_unknown`` (why the patient could not be found) marks a disclosure whose patient is
+    unknown with an explicit patient entity rather than leaving the patient out silently.
+    """
+    if patient_key:
+        patients = [ev.patient_entity(patient_key)]
+    elif patient_unknown:
+        patients = [ev.unknown_patient_entity(patient_unknown)]
+    else:
+        patients = []
     record(settings, ev.audit_event(
         type_=ev.EXPORT, subtypes=[ev.DISCLOSE], action="R", observer=_observer(settings),
         agents=[ev.agent(ev.SOURCE_ROLE, settings.ae_title, requestor=True),
                 ev.agent(ev.DESTINATION_ROLE, destination, network=peer)],
-        entities=([ev.patient_entity(patient_key)] if patient_key else [])
-        + [ev.object_entity(output_key, f"{output_kind}: {response}"[:200])],
+        entities=patients + [ev.object_entity(output_key, f"{output_kind}: {response}"[:200])],
         profile="IHE.BasicAudit.PrivacyDisclosure.Source"))
 
 

@@ -46,7 +46,7 @@ class Dispatcher:
         return self.targets.for_item(item).deliver(item)
 
     def _dead(self, item: OutboxItem, reason: str) -> str:
-        self.store.outbox_dead(item.id, reason)
+        self.store.outbox_dead(item.id, reason, worker=self.worker)
         log.error("outbox %d (%s -> %s) dead-lettered: %s", item.id, item.kind, item.destination, reason)
         return "dead"
 
@@ -60,7 +60,7 @@ class Dispatcher:
             if not self.settings.within_retry_budget(item.created_at, time.time()):
                 return self._dead(item, f"gave up after {self.settings.retry_budget_h:g} h: {exc}")
             delay = self.settings.backoff_s(item.attempts)
-            self.store.outbox_retry(item.id, str(exc), delay)
+            self.store.outbox_retry(item.id, str(exc), delay, worker=self.worker)
             log.warning("outbox %d (%s -> %s) waits for %s, retry in %.1fs", item.id, item.kind,
                         item.destination, exc.peer, delay)
             return "pending"
@@ -68,16 +68,19 @@ class Dispatcher:
             if item.attempts >= self.settings.outbox_max_attempts:
                 return self._dead(item, f"gave up after {item.attempts} attempts: {exc}")
             delay = self.settings.backoff_s(item.attempts)
-            self.store.outbox_retry(item.id, str(exc), delay)
+            self.store.outbox_retry(item.id, str(exc), delay, worker=self.worker)
             log.warning("outbox %d (%s -> %s) attempt %d failed, retry in %.1fs: %s", item.id, item.kind,
                         item.destination, item.attempts, delay, exc)
             return "pending"
         except Exception as exc:  # an unexpected bug must not kill the loop nor lose the item
-            delay = self.settings.backoff_s(item.attempts)
-            self.store.outbox_retry(item.id, f"{exc.__class__.__name__}: {exc}", delay)
-            log.exception("outbox %d: unexpected error; retry in %.1fs", item.id, delay)
+            error = f"{exc.__class__.__name__}: {exc}"
+            log.exception("outbox %d: unexpected error (attempt %d)", item.id, item.attempts)
+            if item.attempts >= self.settings.outbox_max_attempts:  # a bug does not fix itself
+                return self._dead(item, f"gave up after {item.attempts} attempts: {error}")
+            self.store.outbox_retry(item.id, error, self.settings.backoff_s(item.attempts), worker=self.worker)
             return "pending"
-        self.store.outbox_delivered(item.id, response)
+        if not self.store.outbox_delivered(item.id, response, worker=self.worker):
+            log.warning("outbox %d delivered after its lease was taken over (%s)", item.id, response)
         audit_delivery(self.settings, self.store, item, response)  # BALP disclosure record
         if item.last_error and peer_marker(_PEERS.get(item.destination, "")) in item.last_error:
             self.watch.answered(_PEERS[item.destination])  # back after an outage: wake the rest

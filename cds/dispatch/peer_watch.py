@@ -18,37 +18,62 @@ from collections.abc import Callable
 
 import httpx
 
+from cds.contracts.errors import PermanentError
 from cds.contracts.settings import Settings
+from cds.security.http import Peer, http_client, redact_url
+from cds.security.tls import dicom_client_tls_args
 from cds.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def fhir_answers(settings: Settings) -> bool:
-    """Whether the FHIR server answers HTTP at all (any status: it is up, the rest is its say)."""
+def _http_answers(settings: Settings, peer: Peer, url: str, timeout: float, name: str,
+                  headers: dict[str, str] | None = None) -> bool:
+    """GET ``url`` with the site CA and client certificate of ``peer``; any HTTP answer is up."""
     try:
-        httpx.get(settings.fhir_base_url.rstrip("/") + "/metadata", timeout=min(settings.fhir_timeout_s, 5.0),
-                  headers={"Accept": "application/fhir+json"})
-    except httpx.HTTPError:
+        with http_client(settings, peer, timeout) as client:
+            client.get(url, headers=headers or {})
+    except PermanentError as exc:  # the TLS settings cannot be loaded
+        log.info("%s probe of %s not sent: %s", name, redact_url(url), exc)
+        return False
+    except httpx.HTTPError as exc:
+        log.info("%s probe of %s failed: %s: %s", name, redact_url(url), exc.__class__.__name__, exc)
         return False
     return True
 
 
+def fhir_answers(settings: Settings) -> bool:
+    """Whether the FHIR server answers HTTP at all (any status: it is up, the rest is its say)."""
+    return _http_answers(settings, "fhir", settings.fhir_base_url.rstrip("/") + "/metadata",
+                         min(settings.fhir_timeout_s, 5.0), "FHIR",
+                         headers={"Accept": "application/fhir+json"})
+
+
 def pacs_answers(settings: Settings) -> bool:
-    """Whether the PACS answers: DICOMweb base URL over HTTP, else a C-ECHO."""
+    """Whether the PACS answers: DICOMweb base URL over HTTP, else a C-ECHO (over TLS if pacs_tls)."""
     if settings.dicomweb_url:
-        try:
-            httpx.get(settings.dicomweb_url, timeout=5.0)
-        except httpx.HTTPError:
-            return False
-        return True
+        return _http_answers(settings, "dicomweb", settings.dicomweb_url, 5.0, "DICOMweb")
     from pynetdicom import AE
 
+    where = f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
+    try:
+        tls_args = dicom_client_tls_args(settings)
+    except PermanentError as exc:
+        log.info("PACS C-ECHO probe of %s not sent: %s", where, exc)
+        return False
     ae = AE(ae_title=settings.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(settings.pacs_host, settings.pacs_port, ae_title=settings.pacs_ae_title)
+    try:
+        assoc = ae.associate(settings.pacs_host, settings.pacs_port, ae_title=settings.pacs_ae_title,
+                             tls_args=tls_args)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.info("PACS C-ECHO probe of %s failed: %s: %s", where, exc.__class__.__name__, exc)
+        return False
     if not assoc.is_established:
+        state = ("rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted
+                 else "no association (no answer, or the TLS handshake failed)")
+        log.info("PACS C-ECHO probe of %s%s failed: %s", where, " over TLS" if tls_args else "", state)
         return False
     assoc.release()
     return True

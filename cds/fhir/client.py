@@ -2,7 +2,8 @@
 
 Auth is a static bearer token or OAuth2 client credentials (token fetched on first use and
 renewed shortly before it expires; held by the client instance). Every non-2xx answer raises
-:class:`FhirError` carrying the HTTP status and the OperationOutcome's text, so callers (the
+:class:`FhirError` carrying the HTTP status and the OperationOutcome's severity/code/location
+(never its diagnostics text or a raw body), so callers (the
 context reader, the dispatcher) can tell a permanent refusal (4xx) from an outage (5xx,
 connection refused, timeout). Resource bodies are never logged (PHI); URLs are logged without
 query strings.
@@ -11,6 +12,7 @@ query strings.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -42,15 +44,38 @@ class FhirError(RuntimeError):
 
 
 def outcome_text(body: Any) -> str:
-    """The human-readable part of an OperationOutcome (diagnostics / details.text per issue)."""
+    """An OperationOutcome as severity, code and location per issue. ``diagnostics`` and
+    ``details.text`` are never copied: servers echo the offending values (names, identifiers)
+    there, unquoted, so no scrubbing can make them safe, and this text becomes a job's
+    ``last_error`` and log lines."""
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return ""
     parts = []
-    for issue in body.get("issue", []):
-        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code", "")
-        where = ", ".join(issue.get("expression", []) or issue.get("location", []))
-        parts.append(f"{issue.get('severity', 'error')}: {text}" + (f" (at {where})" if where else ""))
+    for issue in body.get("issue", []) if isinstance(body.get("issue"), list) else []:
+        if not isinstance(issue, dict):
+            continue
+        where = issue.get("expression") or issue.get("location") or []
+        where = ", ".join(w for w in where if isinstance(w, str)) if isinstance(where, list) else ""
+        parts.append(f"{issue.get('severity', 'error')}: {issue.get('code', 'unknown')}"
+                     + (f" (at {where})" if where else ""))
     return "; ".join(parts)
+
+
+def withheld_body(r: httpx.Response) -> str:
+    """What an error answer that is not an OperationOutcome may say in a message: its type and
+    size; the body itself is withheld (it may echo patient data)."""
+    ctype = r.headers.get("content-type", "").split(";")[0].strip() or "unknown type"
+    return f"body withheld ({ctype}, {len(r.content)} bytes)"
+
+
+def _oauth_error(r: httpx.Response) -> str:
+    """The RFC 6749 ``error`` code of a token endpoint's refusal (a fixed vocabulary), else the
+    withheld-body summary; ``error_description`` is never copied."""
+    try:
+        code = r.json().get("error")
+    except (ValueError, AttributeError):
+        code = None
+    return code if isinstance(code, str) and re.fullmatch(r"[a-z_]{1,40}", code) else withheld_body(r)
 
 
 class FhirClient:
@@ -90,11 +115,11 @@ class FhirClient:
             raise FhirError(f"OAuth2 token request to {redact_url(s.fhir_token_url)} failed: "
                             f"{exc.__class__.__name__}") from exc
         if r.status_code != 200:
-            raise FhirError(f"OAuth2 token endpoint {s.fhir_token_url} answered {r.status_code}: "
-                            f"{r.text[:300]}", status=r.status_code)
+            raise FhirError(f"OAuth2 token endpoint {redact_url(s.fhir_token_url)} answered {r.status_code}: "
+                            f"{_oauth_error(r)}", status=r.status_code)
         body = r.json()
         if "access_token" not in body:
-            raise FhirError(f"OAuth2 token endpoint {s.fhir_token_url} returned no access_token")
+            raise FhirError(f"OAuth2 token endpoint {redact_url(s.fhir_token_url)} returned no access_token")
         self._token = body["access_token"]
         self._token_expires = time.time() + float(body.get("expires_in", 300))
         return self._token
@@ -126,7 +151,7 @@ class FhirClient:
                 body = r.json()
             except ValueError:
                 body = None
-            text = outcome_text(body) or r.text[:300]
+            text = outcome_text(body) or withheld_body(r)
             raise FhirError(f"FHIR {method} {redact_url(url)} answered {r.status_code}: {text}", status=r.status_code,
                             outcome=text)
         log.debug("FHIR %s %s -> %d", method, redact_url(url), r.status_code)

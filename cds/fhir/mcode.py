@@ -97,47 +97,96 @@ def when_of(res: dict[str, Any]) -> str:
     return ""
 
 
+_NEGATION = re.compile(r"\bnot\s+(?:present|detected|expressed|amplified|identified|seen)\b|\babsent\b"
+                       r"|\bnegative\b|\bneg\b|\bnon-?amplified\b|\bno\b")
+_POSITIVE = re.compile(r"\bpositive\b|\bpos\b|\bdetected\b|\bpresent\b|\bexpressed\b|\bamplified\b"
+                       r"|\byes\b")
+
+
+class Ambiguous(ValueError):
+    """A coded value that reads two ways; the message says why (no patient data)."""
+
+
+def words_of(concept: Any) -> str:
+    """A concept's text and displays, without codes (a code's digits are not a value)."""
+    if not isinstance(concept, dict):
+        return ""
+    parts = [concept.get("text")]
+    for c in concept.get("coding") if isinstance(concept.get("coding"), list) else []:
+        if isinstance(c, dict):
+            parts.append(c.get("display"))
+    return " ".join(p for p in parts if isinstance(p, str) and p).strip()
+
+
 def posneg(text: str, tokens: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
+    """'positive', 'negative' or None (not understood). Negations are read first ("not
+    present" is negative, never positive); a value that reads both ways raises
+    :class:`Ambiguous`."""
     codes = {t.split("|")[-1] for t in tokens}
-    if codes & NEGATIVE_CODES:
-        return "negative"
-    if codes & POSITIVE_CODES:
-        return "positive"
+    neg_code, pos_code = bool(codes & NEGATIVE_CODES), bool(codes & POSITIVE_CODES)
     t = text.lower()
-    if re.search(r"\bneg|not detected|absent|not amplified|non-?amplified|\bno\b", t):
-        return "negative"
-    if re.search(r"\bpos|detected|present|amplified|\byes\b", t):
-        return "positive"
-    return None
+    neg_word = bool(_NEGATION.search(t))
+    pos_word = bool(_POSITIVE.search(_NEGATION.sub(" ", t)))
+    neg, pos = neg_code or neg_word, pos_code or pos_word
+    if neg and pos:
+        raise Ambiguous("reads both as positive and as negative")
+    return "negative" if neg else "positive" if pos else None
 
 
 def her2_category(score: float) -> str:
     return "positive" if score >= 3 else "equivocal" if score >= 2 else "negative"
 
 
+_IHC_CONTEXT = re.compile(r"\bihc\b|immunohisto|\bscore\b")
+_IHC_SCORE = re.compile(r"(?<![\w.+])([0-3])\s*\+(?![\w+])")  # "2+", never "HER2+"
+_IHC_BARE = re.compile(r"\s*([0-3])\s*\+?\s*")
+_IHC_IN_CONTEXT = re.compile(r"(?:\bihc|\bscore|immunohisto\w*)\s*(?:score)?\s*[:=]?\s*([0-3])(?![\d.])")
+
+
 def _her2_coded(text: str, tokens: set[str]) -> tuple[str, str] | None:
-    m = re.search(r"(?<![\d.])([0-3])\s*\+|\bscore\s*([0-3])\b|^\s*([0-3])\s*$", text)
-    if m:
-        score = int(next(g for g in m.groups() if g is not None))
+    """(category, shown) from an IHC score (needs IHC context or a bare score: "HER2+" is not
+    a score) or from positive/negative/equivocal words; :class:`Ambiguous` when it reads two
+    ways."""
+    t = text.lower()
+    scores: set[int] = set()
+    bare = _IHC_BARE.fullmatch(t)
+    if bare:
+        scores.add(int(bare.group(1)))
+    scores |= {int(m) for m in _IHC_SCORE.findall(t)}
+    if _IHC_CONTEXT.search(t):
+        scores |= {int(m) for m in _IHC_IN_CONTEXT.findall(t)}
+    if len(scores) > 1:
+        raise Ambiguous(f"more than one IHC score ({', '.join(f'{s}+' for s in sorted(scores))})")
+    if scores:
+        score = scores.pop()
         return her2_category(score), f"IHC {score}{'+' if score else ''}"
-    if re.search(r"equivocal|borderline", text.lower()):
+    if re.search(r"equivocal|borderline", t):
         return "equivocal", "equivocal"
     pn = posneg(text, tokens)
     return (pn, pn) if pn else None
 
 
+_GRADE_WORDS = (("well differentiated", 1), ("low grade", 1), ("low histologic", 1),
+                ("moderately", 2), ("intermediate", 2), ("poorly", 3), ("high grade", 3),
+                ("high histologic", 3))
+
+
 def _grade_coded(text: str) -> float | None:
+    """A Nottingham grade from words ("grade 2", "G2", "grade II", "intermediate grade", a bare
+    "2"); ``text`` must hold text/displays only, never codes (a LOINC answer code ends in a check
+    digit). :class:`Ambiguous` when it names more than one grade."""
     t = text.lower()
-    m = re.search(r"(?:grade|\bg)\s*([1-3])\b|\b([1-3])\s*$", t) or re.search(r"grade\s+(iii|ii|i)\b", t)
-    if m:
-        g = next(x for x in m.groups() if x is not None)
-        return float({"i": 1, "ii": 2, "iii": 3}.get(g, g))
-    for words, g in (("well differentiated", 1), ("low grade", 1), ("low histologic", 1),
-                     ("moderately", 2), ("intermediate", 2), ("poorly", 3), ("high grade", 3),
-                     ("high histologic", 3)):
-        if words in t:
-            return float(g)
-    return None
+    found: set[int] = set()
+    found |= {int(g) for g in re.findall(r"\bgrade\s*:?\s*([1-3])(?![\d.])", t)}
+    found |= {int(g) for g in re.findall(r"\bg([1-3])\b", t)}
+    found |= {{"i": 1, "ii": 2, "iii": 3}[g] for g in re.findall(r"\bgrade\s*:?\s*(iii|ii|i)\b", t)}
+    bare = re.fullmatch(r"\s*([1-3])\s*", t)
+    if bare:
+        found.add(int(bare.group(1)))
+    found |= {g for words, g in _GRADE_WORDS if words in t}
+    if len(found) > 1:
+        raise Ambiguous(f"names more than one grade ({', '.join(str(g) for g in sorted(found))})")
+    return float(found.pop()) if found else None
 
 
 def _menopause(text: str, tokens: set[str]) -> str | None:
@@ -201,6 +250,13 @@ def _quantity(ctx: _Ctx, number: float, unit: str, original: str) -> Reading | N
 
 
 def _coded(ctx: _Ctx, text: str, tokens: set[str], original: str) -> Reading | NotUsed:
+    try:
+        return _coded_value(ctx, text, tokens, original)
+    except Ambiguous as exc:
+        return ctx.refuse(f"coded value {original!r} is ambiguous: {exc}")
+
+
+def _coded_value(ctx: _Ctx, text: str, tokens: set[str], original: str) -> Reading | NotUsed:
     var = ctx.variable
     if var in ("er", "pr", "her2_ish"):
         cat = posneg(text, tokens)
@@ -245,7 +301,7 @@ def read_value(ctx: _Ctx, element: dict[str, Any]) -> Reading | NotUsed | None:
         cc = element["valueCodeableConcept"]
         if not isinstance(cc, dict):
             raise Malformed("valueCodeableConcept is not an object")
-        return _coded(ctx, text_of(cc), codes_of(cc), display_of(cc))
+        return _coded(ctx, words_of(cc), codes_of(cc), display_of(cc))
     if "valueString" in element:
         if not isinstance(element["valueString"], str):
             raise Malformed("valueString is not a string")

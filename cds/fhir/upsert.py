@@ -4,7 +4,9 @@ The resource's result identifier (``urn:breast-cds:result``) names the question 
 study's malignancy, a patient's recurrence, a patient's report). Writing it:
 
 - nothing on the server has that identifier: conditional create (``If-None-Exist``), so two
-  writers racing still create one resource (201);
+  writers racing still create one resource (201); when the create answers 200 (another writer
+  created it after the search) the search and decision are taken again, so a newer evaluation is
+  not lost (bounded; then :class:`TransientError`);
 - the server's resource is the same evaluation (same evaluation stamp, or the same content when
   unstamped) or a *newer* one (an old evaluation delivered late): nothing is written (200);
 - otherwise the server's resource is replaced in place by the new evaluation with ``PUT`` and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cds.contracts.errors import TransientError
 from cds.fhir.client import FhirClient, FhirError
 from cds.writers.fhir_resources import RESULT_SYSTEM
 from cds.writers.supersession import evaluation_of
@@ -58,11 +61,17 @@ def upsert(client: FhirClient, resource: dict[str, Any], create_query: str | Non
            tries: int = 3) -> tuple[int, str, str]:
     """Write ``resource``; returns (HTTP status, "Type/id", what was done)."""
     rtype, ident = resource["resourceType"], result_identifier(resource)
+    raced = False
     for _ in range(tries):
         found = client.search(rtype, {"identifier": ident or ""}) if ident else []
         if not found:
             status, body = client.create(resource, if_none_exist=create_query)
-            return status, f"{rtype}/{body.get('id', '?')}", "created" if status == 201 else "already present"
+            if status == 201 or not ident:
+                return status, f"{rtype}/{body.get('id', '?')}", "created" if status == 201 else "already present"
+            # 200: another writer created it since the search; compare evaluations (look again)
+            raced = True
+            continue
+        raced = False
         if len(found) > 1:
             raise FhirError(f"{len(found)} {rtype} resources carry one result identifier; expected one",
                             status=409)
@@ -80,4 +89,7 @@ def upsert(client: FhirClient, resource: dict[str, Any], create_query: str | Non
                 continue
             raise
         return r.status_code, rid, f"superseded (now {body['status']})"
+    if raced:
+        raise TransientError(f"{rtype}: conditional create found an existing resource that a search "
+                             f"did not ({tries} tries); retry later")
     raise FhirError(f"{rtype} kept changing while being superseded ({tries} tries)", status=503)

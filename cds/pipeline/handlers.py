@@ -46,9 +46,14 @@ class Pipeline:
 
     def _job_dir(self, job: Job) -> Path:
         d = self.settings.work_dir / f"job-{job.id}"
-        if d.exists():  # an earlier attempt of this job: start clean (idempotent re-run)
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=True)
+        for part in d.iterdir():  # an earlier attempt of this job: start clean (idempotent re-run)
+            if part.name == "out":  # rendered outputs stay: queued outbox items point at them
+                continue
+            if part.is_dir():
+                shutil.rmtree(part)
+            else:
+                part.unlink()
         return d
 
     def _out_dir(self, job: Job) -> Path:

@@ -44,30 +44,33 @@ class WorkerPool:
             return False
         handler = self.handlers.get(job.kind)
         if handler is None:
-            self.store.fail_job(job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None)
+            self.store.fail_job(job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None, worker=worker)
             return True
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
         try:
             note = handler(job)
         except PermanentError as exc:
-            self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None)
+            self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None, worker=worker)
             log.error("job %d dead: %s", job.id, exc)
         except PeerUnreachable as exc:
             # An outage of any length within the retry budget: capped backoff, never dead on the
             # attempt count; the dispatcher's probe makes it due when the peer answers again.
             within = self.settings.within_retry_budget(job.created_at, time.time())
-            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", ignore_attempts=within,
+            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", ignore_attempts=within, worker=worker,
                                         retry_delay_s=self.settings.backoff_s(job.attempts) if within else None)
             log.warning("job %d (attempt %d) waits for %s, now %s", job.id, job.attempts, exc.peer, state)
         except Exception as exc:
             # TransientError, and anything unforeseen (a bug): retried with backoff until
             # max_attempts, then dead, so nothing is lost; the traceback goes to the log.
             delay = self.settings.backoff_s(job.attempts)
-            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=delay)
+            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=delay, worker=worker)
             log.exception("job %d failed (attempt %d), now %s", job.id, job.attempts, state)
         else:
-            self.store.finish_job(job.id, note or "")
-            log.info("job %d done%s", job.id, f": {note}" if note else "")
+            if self.store.finish_job(job.id, note or "", worker=worker):
+                log.info("job %d done%s", job.id, f": {note}" if note else "")
+            else:  # its lease expired and another worker took it over: that run records the outcome
+                log.warning("job %d finished after its lease was taken over; outcome left to the new run",
+                            job.id)
         return True
 
     def drain(self, worker: str = "") -> int:

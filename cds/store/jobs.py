@@ -91,23 +91,30 @@ class JobStore(Database):
     def jobs(self, state: str | None = None, limit: int = 200) -> list[Job]:
         return [_job(r) for r in self._rows("jobs", state, limit)]
 
-    def finish_job(self, job_id: int, note: str = "") -> None:
+    def finish_job(self, job_id: int, note: str = "", *, worker: str | None = None) -> bool:
+        """Mark a running job done. With ``worker``, only while that worker still holds it: a run
+        whose lease expired and was taken over must not overwrite the other run's outcome."""
         now = time.time()
         with self.tx() as con:
-            con.execute(
-                "UPDATE jobs SET state='done', finished_at=?, updated_at=?, last_error=? WHERE id=?",
-                (now, now, note or None, job_id),
+            cur = con.execute(
+                "UPDATE jobs SET state='done', finished_at=?, updated_at=?, last_error=? "
+                "WHERE id=? AND state='running' AND (? IS NULL OR worker=?)",
+                (now, now, note or None, job_id, worker, worker),
             )
+        return cur.rowcount == 1
 
     def fail_job(self, job_id: int, error: str, *, retry_delay_s: float | None,
-                 ignore_attempts: bool = False) -> str:
+                 ignore_attempts: bool = False, worker: str | None = None) -> str:
         """Record a failure: back to the queue after ``retry_delay_s``, or dead-letter when the
         attempts are used up or the error is permanent (``retry_delay_s=None``).
         ``ignore_attempts``: a peer outage within the retry budget; the attempt count does not
         dead-letter it."""
         now = time.time()
         with self.tx() as con:
-            row = con.execute("SELECT attempts, max_attempts FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = con.execute("SELECT attempts, max_attempts, state, worker FROM jobs WHERE id=?",
+                              (job_id,)).fetchone()
+            if row["state"] != "running" or (worker is not None and row["worker"] != worker):
+                return str(row["state"])  # taken over after its lease expired: not ours to record
             if retry_delay_s is None or (row["attempts"] >= row["max_attempts"] and not ignore_attempts):
                 state = "dead"
                 con.execute(

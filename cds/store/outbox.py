@@ -45,26 +45,29 @@ class OutboxStore(Database):
             ).fetchone()
         return _outbox(row) if row else None
 
-    def outbox_delivered(self, item_id: int, response: str) -> None:
+    # A delivered item never changes again, and with ``worker`` an outcome is recorded only while
+    # that deliverer still holds the item (a deliverer whose lease expired lost it to another).
+    _HELD = "WHERE id=? AND state!='delivered' AND (? IS NULL OR worker=?)"
+
+    def outbox_delivered(self, item_id: int, response: str, *, worker: str | None = None) -> bool:
         with self.tx() as con:
-            con.execute(
+            cur = con.execute(
                 "UPDATE outbox SET state='delivered', delivered_at=?, response=?, last_error=NULL "
-                "WHERE id=?",
-                (time.time(), response, item_id),
-            )
+                + self._HELD, (time.time(), response, item_id, worker, worker))
+        return cur.rowcount == 1
 
-    def outbox_retry(self, item_id: int, error: str, delay_s: float) -> None:
+    def outbox_retry(self, item_id: int, error: str, delay_s: float, *, worker: str | None = None) -> bool:
         with self.tx() as con:
-            con.execute(
-                "UPDATE outbox SET state='pending', last_error=?, next_attempt_at=? WHERE id=?",
-                (error, time.time() + delay_s, item_id),
-            )
+            cur = con.execute(
+                "UPDATE outbox SET state='pending', last_error=?, next_attempt_at=? " + self._HELD,
+                (error, time.time() + delay_s, item_id, worker, worker))
+        return cur.rowcount == 1
 
-    def outbox_dead(self, item_id: int, reason: str) -> None:
+    def outbox_dead(self, item_id: int, reason: str, *, worker: str | None = None) -> bool:
         with self.tx() as con:
-            con.execute(
-                "UPDATE outbox SET state='dead', last_error=? WHERE id=?", (reason, item_id)
-            )
+            cur = con.execute("UPDATE outbox SET state='dead', last_error=? " + self._HELD,
+                              (reason, item_id, worker, worker))
+        return cur.rowcount == 1
 
     def outbox_items(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         return [_outbox(r) for r in self._rows("outbox", state, limit)]

@@ -166,7 +166,12 @@ def decode_pixels(ds: pydicom.Dataset, path: Path, intent: str) -> tuple[np.ndar
     if intent == "for_processing" and str(ds.get("PixelIntensityRelationship", "") or "").upper() == "LIN":
         a = np.asarray(pixels, np.float32)
         pixels = np.log1p(a - float(a.min()))
+    # The network reads attenuation (dense tissue) as high values. Pixel Intensity Relationship
+    # Sign (PS3.3): +1 "lower pixel values correspond to less X-ray beam intensity", i.e. to more
+    # attenuation, so the values are inverted; -1 "higher values correspond to less beam
+    # intensity" is already attenuation-high. Photometric Interpretation only says how to display
+    # the values, so it decides only when the sign is absent.
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    sign = int(getattr(ds, "PixelIntensityRelationshipSign", 1) or 1)
-    invert = (photometric == "MONOCHROME1") != (sign == -1)
+    sign = ds.get("PixelIntensityRelationshipSign")
+    invert = int(sign) == 1 if sign in (1, -1) else photometric == "MONOCHROME1"
     return pixels, invert

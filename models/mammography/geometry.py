@@ -66,8 +66,11 @@ def from_attributes(ds: pydicom.Dataset) -> tuple[str, str]:
     return (lat if lat in ("L", "R") else ""), (view if view in VIEWS else _view_of_code(ds))
 
 
-def from_text(values: list[str]) -> tuple[str, str]:
-    """Laterality and view named in free-text values (the first value naming each wins)."""
+def from_text(values: list[str], *, single_letters: bool = True) -> tuple[str, str]:
+    """Laterality and view named in free-text values (the first value naming each wins).
+
+    ``single_letters=False`` for identifiers (PatientID): an MRN such as ``R-004512`` must not
+    make a right breast; only LEFT/RIGHT and combined forms such as LCC count there."""
     lat = view = ""
     for value in values:
         words = [w for w in re.split(r"[^A-Z0-9]+", str(value or "").upper()) if w]
@@ -77,7 +80,7 @@ def from_text(values: list[str]) -> tuple[str, str]:
             if m:
                 sides.add(m.group(1))
                 views.append(m.group(2))
-            elif w in _SIDE_WORDS:
+            elif w in _SIDE_WORDS and (single_letters or len(w) > 1):
                 sides.add(_SIDE_WORDS[w])
             elif w in VIEWS:
                 views.append(w)
@@ -123,7 +126,10 @@ def geometry(ds: pydicom.Dataset) -> Geometry:
     if not view and po_view:
         view, view_src = po_view, "patient_orientation"
     if not lat or not view:
-        t_lat, t_view = from_text([str(ds.get(k, "") or "") for k in TEXT_FIELDS])
+        t_lat, t_view = from_text([str(ds.get(k, "") or "") for k in TEXT_FIELDS if k != "PatientID"])
+        if not (t_lat and t_view):
+            p_lat, p_view = from_text([str(ds.get("PatientID", "") or "")], single_letters=False)
+            t_lat, t_view = t_lat or p_lat, t_view or p_view
         if not lat and t_lat:
             lat, lat_src = t_lat, "text"
         if not view and t_view:

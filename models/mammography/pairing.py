@@ -22,10 +22,13 @@ def bilateral_input(images: np.ndarray, contralateral: np.ndarray) -> np.ndarray
 
 
 def contralateral_rows(keys: list[tuple[str, str, str]]) -> np.ndarray:
-    """For rows keyed (study, view, laterality): the row of the other breast's same view, else self."""
+    """For rows keyed (study, view, laterality): the row of the other breast's same view, else self.
+
+    An image whose view is unknown is its own pair: pairing it with any other-side image could put
+    a CC beside an MLO, which the network would read as an asymmetry."""
     first: dict[tuple[str, str, str], int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     other = {"L": "R", "R": "L"}
-    return np.array([first.get((st, vw, other.get(lat, "")), i) for i, (st, vw, lat) in enumerate(keys)],
-                    np.int64)
+    return np.array([first.get((st, vw, other.get(lat, "")), i) if vw else i
+                     for i, (st, vw, lat) in enumerate(keys)], np.int64)

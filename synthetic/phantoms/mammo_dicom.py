@@ -99,7 +99,9 @@ def _set_image_pixel(ds: Dataset, pixels: np.ndarray, vendor: Vendor, for_proces
     ds.HighBit = vendor.bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelIntensityRelationship = "LIN" if for_processing else "LOG"
-    ds.PixelIntensityRelationshipSign = -1 if for_processing else 1
+    # presentation pixels are high where attenuation is high (-1); the For Processing version is
+    # inverted, low where attenuation is high (+1); PS3.3 C.8.11.4.1.1
+    ds.PixelIntensityRelationshipSign = 1 if for_processing else -1
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
     ds.RescaleType = "US"

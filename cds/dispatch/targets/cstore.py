@@ -46,6 +46,9 @@ class CStoreTarget:
             raise PeerUnreachable("pacs", f"{peer} unreachable (association not established)")
         try:
             rsp = assoc.send_c_store(ds)
+        except ValueError as exc:  # pynetdicom: no accepted presentation context for this object
+            raise PermanentError(f"{peer} accepted no presentation context for SOP class "
+                                 f"{ds.SOPClassUID} in {ds.file_meta.TransferSyntaxUID}: {exc}") from exc
         finally:
             assoc.release()
         if rsp is None or "Status" not in rsp:

@@ -18,6 +18,7 @@ from cds.store import Store
 from conformance.peers.dcmtk import StoreScp
 from conformance.peers.fhir_server import FhirServer
 from conformance.peers.process import free_port
+from tests.peers import missing
 
 
 def _store(tmp_path: Path) -> Store:
@@ -129,14 +130,15 @@ def test_fhir_400_goes_to_dead_letter_with_operation_outcome(fhir_peer, tmp_path
     assert d.run_once() == 1
     item = store.outbox_items()[0]
     assert item.state == "dead"
-    assert "Missing required property" in item.last_error and "status" in item.last_error
+    # the outcome's severity and code; its diagnostics may echo data and are withheld
+    assert item.last_error.startswith("error: invalid")
     _wait_due()
     assert d.run_once() == 0  # never retried
 
 
 def test_pacs_down_then_up_delivers_each_instance_once(outputs, tmp_path):
     if shutil.which("storescp") is None:
-        pytest.skip("dcmtk not installed")
+        missing("dcmtk not installed")
     port = free_port()
     settings = _fast(tmp_path, pacs_host="127.0.0.1", pacs_port=port, pacs_ae_title="PACS")
     store = _store(tmp_path)
@@ -249,7 +251,7 @@ def test_stow_rs_to_orthanc(outputs, tmp_path):
 
     reason = orthanc_missing_reason([DICOMWEB_PLUGIN])
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     arts = [a for a in outputs.all if a.kind == "dicom"]
     with OrthancServer(tmp_path / "orthanc", plugins=[DICOMWEB_PLUGIN],
                        extra_config={"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}) as orthanc:

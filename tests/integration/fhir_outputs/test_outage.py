@@ -7,12 +7,11 @@ from __future__ import annotations
 import shutil
 import time
 
-import pytest
-
 from app.analyze import check_stable
 from conformance.peers.fhir_server import FhirServer
 from conformance.peers.process import PeerUnavailable
 from tests.integration.fhir_outputs.support import ingest, load_clinical, make_service, ours, run, study_files
+from tests.peers import missing
 
 
 def _case_attempts(service) -> int:
@@ -32,11 +31,11 @@ def _spin_until_past_old_budget(service, timeout_s: float = 40.0) -> None:
 
 def test_outage_longer_than_old_budget_then_prompt_recovery(tmp_path):
     if shutil.which("node") is None:
-        pytest.skip("node not installed: no FHIR peer")
+        missing("node not installed: no FHIR peer")
     try:
         server = FhirServer(workdir=tmp_path / "peer").start()
     except PeerUnavailable as exc:
-        pytest.skip(str(exc))
+        missing(str(exc))
     port = server.port
     try:
         # Old semantics: 2 attempts, then dead. Backoff 2, 4, 8 s: after the third failure the

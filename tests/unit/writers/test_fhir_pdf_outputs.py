@@ -18,6 +18,7 @@ from cds.contracts.settings import Settings
 from cds.fhir.context import fetch_clinical_context
 from cds.writers.fhir_resources import FhirValidationError, validate
 from synthetic.phantoms.clinical import DEFAULT_VALUES, synthetic_patient, write_ndjson
+from tests.peers import missing
 
 
 def _fhir(outputs, rtype):
@@ -63,7 +64,7 @@ def test_invalid_resource_is_refused_before_sending():
 
 def test_pdf_first_page_renders_and_is_not_blank(outputs, tmp_path):
     if shutil.which("pdftoppm") is None:
-        pytest.skip("poppler-utils not installed")
+        missing("poppler-utils (pdftotext) not installed: run scripts/install_peers.sh")
     dr = json.loads(_fhir(outputs, "DiagnosticReport")[0].path.read_text())
     pdf = base64.b64decode(dr["presentedForm"][0]["data"])
     assert pdf.startswith(b"%PDF")

@@ -75,6 +75,11 @@ def test_patient_orientation_mapping(orientation, expected) -> None:
     assert (g.laterality, g.view, g.laterality_source) == (*expected[:2], "patient_orientation")
 
 
+def test_a_patient_id_letter_is_not_a_side() -> None:
+    assert geometry.from_text(["R-004512"], single_letters=False) == ("", "")
+    assert geometry.from_text(["Calc-Test_P_00038_LEFT_CC"], single_letters=False) == ("L", "CC")
+
+
 def test_text_forms() -> None:
     assert geometry.from_text(["Mass-Training_P_00001_RIGHT_MLO"]) == ("R", "MLO")
     assert geometry.from_text(["", "LCC screening"]) == ("L", "CC")
@@ -91,12 +96,29 @@ def test_monochrome1_reads_like_monochrome2(tmp_path: Path, exam) -> None:
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
 
 
+def test_intensity_sign_decides_orientation_not_photometric(tmp_path: Path, exam) -> None:
+    """MONOCHROME2 with sign -1 (high values = more attenuation), the usual For Presentation
+    pairing, is read as it is; the same pixels inverted with sign +1 read the same."""
+    v = _view(exam, "L", "CC")
+    plain = read_mg(sc_mammogram(tmp_path / "a.dcm", v.pixels, ImageLaterality="L", ViewPosition="CC"))
+    minus = read_mg(sc_mammogram(tmp_path / "b.dcm", v.pixels, ImageLaterality="L", ViewPosition="CC",
+                                 PixelIntensityRelationshipSign=-1))
+    flipped = (int(v.pixels.max()) - v.pixels.astype(np.int32)).astype(np.uint16)
+    plus = read_mg(sc_mammogram(tmp_path / "c.dcm", flipped, ImageLaterality="L", ViewPosition="CC",
+                                PixelIntensityRelationshipSign=1))
+    assert not minus.invert and plus.invert
+    ref = prepare_image(plain.pixels, plain.side, plain.invert)
+    for im in (minus, plus):
+        got = prepare_image(im.pixels, im.side, im.invert)
+        assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.999
+
+
 def test_for_processing_gets_monotone_presentation_transform(tmp_path: Path, exam) -> None:
     v = _view(exam, "L", "CC")
     raw = (int(v.pixels.max()) - v.pixels.astype(np.int32)).astype(np.uint16)
     path = sc_mammogram(tmp_path / "p.dcm", raw, sop_class="1.2.840.10008.5.1.4.1.1.1.2.1", rle=False,
                         ImageLaterality="L", ViewPosition="CC", PresentationIntentType="FOR PROCESSING",
-                        PixelIntensityRelationship="LIN", PixelIntensityRelationshipSign=-1)
+                        PixelIntensityRelationship="LIN", PixelIntensityRelationshipSign=1)
     im = read_mg(path)
     assert im.laterality_source == "attribute"
     presented = prepare_image(v.pixels, "L")
