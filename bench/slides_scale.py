@@ -13,7 +13,8 @@ process so generation does not count. Then, ``--repeats`` times each, in fresh c
 * ``cds analyze``: the whole slide path (intake into the spool, model, SEG + TID 1500 SR +
   RiskAssessment, recurrence case, outbox to a folder), with the mammography model disabled;
 * the named peer, ``OrthancWSIDicomizer`` (Debian orthanc-wsi 1.1) converting the same TIFF to
-  DICOM (JPEG tiles transcoded, not re-encoded, one thread), which is the step a lab runs on every
+  DICOM (JPEG tiles transcoded, not re-encoded, ``--threads 1``, its default; our side runs
+  onnxruntime on 2 threads), which is the step a lab runs on every
   slide before we ever see it: a pass over every tile of the slide. Our analysis reads only the
   lowest level in full and a few high-magnification tiles, so it should cost no more than a small
   multiple of that pass, whatever the slide size.
@@ -82,12 +83,14 @@ def _peer(tool: str, tiff: Path, work: Path, width: int) -> tuple[float, float]:
         dataset.write_text(subprocess.run([tool, "--sample-dataset"], capture_output=True, text=True,
                                           check=True).stdout)
     height = width * 4 // 5
-    return _measure([tool, "--dataset", str(dataset), "--folder", str(out), "--compression", "jpeg",
+    return _measure([tool, "--threads", "1", "--dataset", str(dataset), "--folder", str(out), "--compression", "jpeg",
                      "--imaged-width", str(height * 0.0005), "--imaged-height", str(width * 0.0005), str(tiff)])
 
 
 def run(widths: list[int], repeats: int, tile: int) -> list[dict]:
     tool = shutil.which("OrthancWSIDicomizer")
+    if tool is None:  # a figure without its peer's ratio is not a benchmark result
+        raise SystemExit("bench/slides_scale: OrthancWSIDicomizer is missing (scripts/install_peers.sh)")
     rows = []
     for width in widths:
         with tempfile.TemporaryDirectory(prefix=f"slides-scale-{width}-") as tmp:

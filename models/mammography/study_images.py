@@ -42,7 +42,12 @@ def study_images(study: StudyInput) -> tuple[list[MgImage], list[NotAnalysed]]:
         log.info("study %s: %d non-image instances ignored", study.study_instance_uid, ignored)
     readable, skipped = [], []
     for inst in candidates:
-        ds = read_dataset(inst.path, stop_before_pixels=True)
+        try:
+            ds = read_dataset(inst.path, stop_before_pixels=True)
+        except MammoInputError as exc:  # one unreadable header: that instance, not the study
+            skipped.append(NotAnalysed(sop_instance_uid=inst.sop_instance_uid, reason="unreadable",
+                                       detail=_without_path(exc, inst.path)))
+            continue
         reason = not_analysed_reason(ds)
         if reason is not None:
             skipped.append(NotAnalysed(sop_instance_uid=inst.sop_instance_uid, reason=reason[0], detail=reason[1]))

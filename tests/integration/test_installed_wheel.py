@@ -29,7 +29,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
-TRAINING_ONLY = ["torch", "sklearn", "lifelines"]
+TRAINING_ONLY = ["torch", "sklearn", "lifelines", "sksurv", "onnx"]
 NOT_SHIPPED = ["tests", "conformance", "bench"]
 PIP = ["-m", "pip", "--disable-pip-version-check", "-q"]
 
