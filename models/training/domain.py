@@ -105,17 +105,23 @@ def rates(probs: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[floa
 
 def operating_points(cal_p: np.ndarray, cal_y: np.ndarray, test_p: np.ndarray, test_y: np.ndarray,
                      card_thresholds: dict[str, float], unit: str) -> dict[str, dict[str, Any]]:
-    """Youden / 90 % sensitivity / 90 % specificity: thresholds (the card's where it has them,
-    which were fitted on the same calibration split) and expected rates on the test split."""
+    """Youden / 90 % sensitivity / 90 % specificity on the calibration split, with expected rates
+    on the test split. Youden keeps the card's threshold (the model's own operating point, fitted
+    on the same split when it was trained); the target points are fitted here on the
+    probabilities the runtime computes, and must reach their target on calibration."""
     fitted = {"youden": cal.youden_threshold(cal_p, cal_y),
               "sensitivity_0.90": cal.threshold_at_sensitivity(cal_p, cal_y, 0.9),
               "specificity_0.90": threshold_at_specificity(cal_p, cal_y, 0.9)}
     aliases = {"youden": "youden", "sensitivity_0.90": "sensitivity_0.9", "specificity_0.90": "specificity_0.9"}
     out = {}
     for name, thr in fitted.items():
-        thr = float(card_thresholds.get(aliases[name], thr))
+        if name == "youden":
+            thr = float(card_thresholds.get(aliases[name], thr))
         sens, spec = rates(test_p, test_y, thr)
         cs, cp = rates(cal_p, cal_y, thr)
+        if (name == "sensitivity_0.90" and cs < 0.9) or (name == "specificity_0.90" and cp < 0.9):
+            raise ValueError(f"operating point {name} misses its target on calibration "
+                             f"(sensitivity {cs:.3f}, specificity {cp:.3f} at {thr:.4f})")
         out[name] = {"threshold": thr, "expected_sensitivity": round(sens, 4),
                      "expected_specificity": round(spec, 4),
                      "calibration_sensitivity": round(cs, 4), "calibration_specificity": round(cp, 4),
@@ -134,7 +140,8 @@ def write_domain(folder: Path, card_name: str, density: EmbeddingDensity, summar
     card = ModelCard.read(folder / card_name)
     card.extra["domain"] = {"file": DOMAIN_FILE, **summary}
     card.extra["operating_points"] = points
-    card.thresholds.setdefault("specificity_0.9", float(points["specificity_0.90"]["threshold"]))
+    for name, key in (("sensitivity_0.90", "sensitivity_0.9"), ("specificity_0.90", "specificity_0.9")):
+        card.thresholds[key] = float(points[name]["threshold"])  # the threshold the point reports
     for name in (DOMAIN_FILE, *extra_files):
         card.weights_sha256[name] = sha256_file(folder / name)
     card.write(folder / card_name)
