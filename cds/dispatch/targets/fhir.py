@@ -42,7 +42,8 @@ class FhirTarget:
             status, rid, done = write_back(self.client, resource)
         except FhirError as exc:
             if exc.permanent:
-                raise PermanentError(exc.outcome or str(exc)) from exc
+                raise PermanentError(f"FHIR server answered {exc.status}: {exc.outcome}" if exc.outcome
+                                     else str(exc)) from exc
             raise PeerUnreachable("fhir", str(exc)) from exc
         return f"{status} {done} {rid}"
 

@@ -131,7 +131,7 @@ def test_fhir_400_goes_to_dead_letter_with_operation_outcome(fhir_peer, tmp_path
     item = store.outbox_items()[0]
     assert item.state == "dead"
     # the outcome's severity and code; its diagnostics may echo data and are withheld
-    assert item.last_error.startswith("error: invalid")
+    assert item.last_error.startswith("FHIR server answered 400: error: invalid")
     _wait_due()
     assert d.run_once() == 0  # never retried
 
