@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cds.contracts.http_settings import HttpSettings
 from cds.contracts.security_settings import SecuritySettings
 
 
@@ -67,7 +68,7 @@ class LoincMap(BaseModel):
         "http://loinc.org|21908-9", "http://loinc.org|21902-2"])
 
 
-class Settings(SecuritySettings):
+class Settings(SecuritySettings, HttpSettings):
     """Runtime configuration for every stage (listener, scheduler, workers, writers, dispatch)."""
 
     model_config = SettingsConfigDict(

@@ -13,6 +13,8 @@ The store is split by concern, one module each, composed here into one facade:
 - :mod:`cds.store.outbox` — outputs to deliver; :mod:`cds.store.cases` — per-patient case state
 - :mod:`cds.store.status` — counts and the listings ``cds status`` shows
 - :mod:`cds.store.waiting` — jobs and outputs waiting for a peer that did not answer
+- :mod:`cds.store.reviews` — clinicians' assessments of AI results
+- :mod:`cds.store.admin` — operator actions (requeue, model switches) and paged API listings
 
 Hand-offs (jobs, results, outbox items) are the typed models of :mod:`cds.contracts.handoffs`;
 the store's own listing rows are in :mod:`cds.store.rows`.
@@ -20,11 +22,13 @@ the store's own listing rows are in :mod:`cds.store.rows`.
 
 from __future__ import annotations
 
+from cds.store.admin import AdminStore
 from cds.store.cases import CaseStore
 from cds.store.instances import InstanceStore
 from cds.store.jobs import JobStore, worker_name
 from cds.store.outbox import OutboxStore
 from cds.store.results import ResultStore
+from cds.store.reviews import ReviewStore
 from cds.store.rows import CaseOverviewRow, InstanceRow, RejectionRow, StudyRow
 from cds.store.status import StatusStore
 from cds.store.waiting import WaitingStore
@@ -32,7 +36,8 @@ from cds.store.waiting import WaitingStore
 __all__ = ["CaseOverviewRow", "InstanceRow", "RejectionRow", "Store", "StudyRow", "worker_name"]
 
 
-class Store(InstanceStore, JobStore, ResultStore, OutboxStore, CaseStore, StatusStore, WaitingStore):
+class Store(InstanceStore, JobStore, ResultStore, OutboxStore, CaseStore, StatusStore, WaitingStore,
+            ReviewStore, AdminStore):
     """SQLite-backed store. One instance per process; thread-safe through per-thread connections.
 
     ``Store(url, synchronous="FULL")``: only ``sqlite:///PATH`` URLs are built in.

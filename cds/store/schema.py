@@ -39,4 +39,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL NOT NULL,
     lease_until REAL, worker TEXT, created_at REAL, delivered_at REAL, response TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY, result_id INTEGER NOT NULL, patient_key TEXT, study_uid TEXT,
+    model TEXT, model_version TEXT, outcome TEXT NOT NULL, reason TEXT, decision TEXT,
+    removed_lesions TEXT, reviewer TEXT NOT NULL, reviewer_display TEXT, created_at REAL NOT NULL,
+    sr_uid TEXT);
+CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_id, id);
+CREATE TABLE IF NOT EXISTS model_switches (
+    model TEXT PRIMARY KEY, enabled INTEGER NOT NULL, changed_by TEXT, changed_at REAL, reason TEXT);
 """

@@ -1,0 +1,19 @@
+"""The FastAPI application of `cds serve`: one router per concern, OpenAPI at a stable path."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from listeners.http import actions, api, health, metrics, pages, review_api, stow
+from listeners.http.context import HttpContext
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+
+def create_app(ctx: HttpContext) -> FastAPI:
+    app = FastAPI(title="breast-cds", version="1", openapi_url=OPENAPI_PATH, docs_url="/api/v1/docs",
+                  redoc_url=None)
+    app.state.ctx = ctx
+    for module in (health, metrics, api, actions, review_api, stow, pages):
+        app.include_router(module.router())
+    return app
