@@ -28,6 +28,38 @@ LANES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 """Job kinds each worker lane claims, as (only, exclude)."""
 
 
+class LeaseHeartbeat:
+    """Keeps a running job's lease alive while its handler runs.
+
+    Without it a job that runs longer than ``job_lease_s`` (a large slide) would be claimed by a
+    second worker and run twice. A worker that dies stops beating, so its job is taken over one
+    lease after the last beat. Beats come every third of the lease, so one slow store write does
+    not lose it.
+    """
+
+    def __init__(self, store: Store, job_id: int, worker: str, lease_s: float) -> None:
+        self._store, self._job_id, self._worker, self._lease_s = store, job_id, worker, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cds-lease-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._lease_s / 3):
+            try:
+                if not self._store.extend_job_lease(self._job_id, self._worker, self._lease_s):
+                    log.warning("job %d: lease lost (taken over by another worker)", self._job_id)
+                    return
+            except Exception:  # the store is briefly unavailable: try again at the next beat
+                log.exception("job %d: lease heartbeat failed", self._job_id)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 class WorkerPool:
     def __init__(self, settings: Settings, store: Store, handlers: dict[str, JobHandler]) -> None:
         self.settings = settings
@@ -48,7 +80,8 @@ class WorkerPool:
             return True
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
         try:
-            note = handler(job)
+            with LeaseHeartbeat(self.store, job.id, worker, self.settings.job_lease_s):
+                note = handler(job)
         except PermanentError as exc:
             self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None, worker=worker)
             log.error("job %d dead: %s", job.id, exc)

@@ -84,6 +84,18 @@ class JobStore(Database):
             ).fetchone()
         return _job(row) if row else None
 
+    def extend_job_lease(self, job_id: int, worker: str, lease_s: float) -> bool:
+        """Push a running job's lease forward while its worker is alive (the heartbeat).
+
+        False when the worker no longer holds the job (its lease expired and another took it).
+        """
+        now = time.time()
+        with self.tx() as con:
+            cur = con.execute(
+                "UPDATE jobs SET lease_until=?, updated_at=? WHERE id=? AND state='running' AND worker=?",
+                (now + lease_s, now, job_id, worker))
+        return cur.rowcount == 1
+
     def job(self, job_id: int) -> Job | None:
         rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
         return _job(rows[0]) if rows else None

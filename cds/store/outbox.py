@@ -69,8 +69,17 @@ class OutboxStore(Database):
                               (reason, item_id, worker, worker))
         return cur.rowcount == 1
 
+    # Listings never read the payload blobs (a PDF or a FHIR resource per row, and patient data):
+    # an item listed this way has ``payload=None``; delivery claims the whole row.
+    _LISTED = ("id, kind, destination, key, payload_path, meta, state, attempts, last_error, "
+               "next_attempt_at, lease_until, worker, created_at, delivered_at, response")
+
     def outbox_items(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
-        return [_outbox(r) for r in self._rows("outbox", state, limit)]
+        """The newest outputs (optionally of one state), without their payloads."""
+        where, params = ("WHERE state=? ", (state,)) if state else ("", ())
+        rows = self._query(f"SELECT {self._LISTED} FROM outbox {where}ORDER BY id DESC LIMIT ?",
+                           (*params, limit))
+        return [_outbox(r) for r in rows]
 
     def outbox_of_job(self, job_id: int) -> list[OutboxItem]:
         """The outputs one job queued (any state), oldest first: what a re-evaluation supersedes."""

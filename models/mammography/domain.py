@@ -15,11 +15,20 @@ from models.domain import intensity_stats
 
 
 def acquisition_values(pixels: np.ndarray, bits_stored: int | None,
-                       pixel_spacing_mm: tuple[float, float] | None) -> dict[str, float | None]:
-    """Pixel spacing, bits stored, field of view, aspect ratio and intensity statistics."""
+                       pixel_spacing_mm: tuple[float, float] | None, *,
+                       invert: bool = False) -> dict[str, float | None]:
+    """Pixel spacing, bits stored, field of view, aspect ratio and intensity statistics.
+
+    ``invert``: the stored values run the other way (MONOCHROME1, or a Pixel Intensity
+    Relationship Sign that says so). The statistics are then those of the image as the model sees
+    it after inversion, so a correctly displayed MONOCHROME1 or For Processing image is compared
+    with the training range like for like instead of being flagged for its encoding.
+    """
     rows, cols = int(pixels.shape[0]), int(pixels.shape[1])
     bits = int(bits_stored) if bits_stored else int(np.iinfo(pixels.dtype).bits) if pixels.dtype.kind in "ui" else None
     mean, std = intensity_stats(pixels, (1 << bits) - 1 if bits else max(float(np.max(pixels)), 1.0))
+    if invert:  # (full - x) / full: the mean mirrors, the spread is unchanged
+        mean = 1.0 - mean
     spacing = float(np.mean(pixel_spacing_mm)) if pixel_spacing_mm else None
     return {
         "pixel_spacing_mm": spacing,
@@ -45,5 +54,6 @@ def image_check(domain, image, features):  # noqa: ANN001 (DomainModel, MgImage,
     """The :class:`DomainCheck` of one decoded MG image, or None when the card has no domain."""
     if domain is None:
         return None
-    values = acquisition_values(image.pixels, bits_stored(image.path), image.pixel_spacing_mm)
+    values = acquisition_values(image.pixels, bits_stored(image.path), image.pixel_spacing_mm,
+                                invert=bool(getattr(image, "invert", False)))
     return domain.check(values, None if features is None else np.asarray(features)[None, :])

@@ -179,3 +179,21 @@ def test_held_out_slides_stay_in_domain_and_other_content_is_flagged(slide_model
         result, _ = slide_model.analyze_series(truth.level_paths, tmp_path / "work")
         assert result.domain is not None and not result.domain.in_domain, kind
         assert result.metastasis.operating_point is not None
+
+
+def test_inverted_encoding_gives_the_statistics_of_the_image_the_model_sees() -> None:
+    """A MONOCHROME1 image is the MONOCHROME2 one stored the other way: after inversion both give
+    the same intensity statistics, so the encoding alone never makes an image out of domain."""
+    import numpy as np
+
+    from models.mammography.domain import acquisition_values
+
+    rng = np.random.default_rng(0)
+    mono2 = (rng.random((256, 200)) ** 3 * 4095).astype(np.uint16)  # dark background, bright tissue
+    mono1 = (4095 - mono2).astype(np.uint16)
+    a = acquisition_values(mono2, 12, (0.1, 0.1))
+    b = acquisition_values(mono1, 12, (0.1, 0.1), invert=True)
+    raw = acquisition_values(mono1, 12, (0.1, 0.1))
+    assert abs(a["intensity_mean"] - b["intensity_mean"]) < 1e-3
+    assert abs(a["intensity_std"] - b["intensity_std"]) < 1e-3
+    assert abs(raw["intensity_mean"] - a["intensity_mean"]) > 0.3  # what was compared before
