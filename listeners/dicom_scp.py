@@ -188,6 +188,7 @@ class DicomListener:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_CONN_CLOSE, lambda event: discard_unclaimed(event.assoc)),
+            (evt.EVT_RELEASED, self._on_released),
         ]
         if self.settings.tls_ae_identities:  # calling AE titles bound to certificate identities
             handlers.append((evt.EVT_REQUESTED, identity_check(self.settings, self.store)))
@@ -268,6 +269,27 @@ class DicomListener:
                 status = STATUS_OUT_OF_RESOURCES if sink.error.errno in OUT_OF_SPACE else STATUS_PROCESSING_FAILURE
                 return refuse(self.settings, self.store, calling_ae, sop_uid, status,
                               f"could not write the instance to disk: {sink.error.strerror}", None)
-        return spool_instance(self.settings, self.store, Path(event.dataset_path), calling_ae,
-                              command_sop_class=str(req.AffectedSOPClassUID),
-                              command_sop_instance=sop_uid).status
+        outcome = spool_instance(self.settings, self.store, Path(event.dataset_path), calling_ae,
+                                 command_sop_class=str(req.AffectedSOPClassUID),
+                                 command_sop_instance=sop_uid)
+        if outcome.ok and outcome.meta is not None:
+            studies: set[str] = getattr(event.assoc, "_cds_studies", set())
+            studies.add(outcome.meta.study_instance_uid)
+            event.assoc._cds_studies = studies  # read at release; the association is ours alone
+        return outcome.status
+
+    def _on_released(self, event: Any) -> None:
+        """The sender released the association normally: the studies it sent are complete.
+
+        Orthanc's routing (and most PACS forwarding rules) sends a whole stable study in one
+        association, so waiting another stable age after the release only adds latency. An
+        aborted association proves nothing and leaves its studies to the stable age.
+        """
+        studies = sorted(getattr(event.assoc, "_cds_studies", ()))
+        if not (self.settings.complete_on_release and studies):
+            return
+        try:
+            for uid in self.store.promote_studies(studies, self.settings.job_max_attempts):
+                log.info("study %s complete (association released): jobs queued", uid)
+        except Exception:  # the stable age still promotes them
+            log.exception("promoting studies at association release failed")

@@ -162,29 +162,35 @@ class InstanceStore(Database):
         next tick) or stable with its jobs queued; never stable without jobs.
         """
         now = time.time()
-        promoted: list[str] = []
         with self.tx() as con:
             rows = con.execute(
                 "SELECT study_uid, generation, patient_key FROM studies "
                 "WHERE state='receiving' AND last_received<=?",
                 (now - stable_age_s,),
             ).fetchall()
-            for r in rows:
-                modalities = [
-                    m["modality"]
-                    for m in con.execute(
-                        "SELECT DISTINCT modality FROM instances WHERE study_uid=?",
-                        (r["study_uid"],),
-                    )
-                ]
-                con.execute(
-                    "UPDATE studies SET state='stable', stable_at=? WHERE study_uid=?",
-                    (now, r["study_uid"]),
-                )
-                for modality in modalities:
-                    payload = StudyJobPayload(study_uid=r["study_uid"], modality=modality,
-                                              patient_key=r["patient_key"], generation=r["generation"])
-                    insert_job(con, "study", f"study:{r['study_uid']}:{modality}:g{r['generation']}",
-                               payload, max_attempts, now)
-                promoted.append(r["study_uid"])
+            return [self._promote(con, r, max_attempts, now) for r in rows]
+
+    def promote_studies(self, study_uids: list[str], max_attempts: int) -> list[str]:
+        """Mark these studies complete now (their content or their sender says so), as
+        :meth:`promote_stable_studies` would after the stable age; studies already stable are left."""
+        now = time.time()
+        promoted: list[str] = []
+        with self.tx() as con:
+            for uid in study_uids:
+                row = con.execute("SELECT study_uid, generation, patient_key FROM studies "
+                                  "WHERE state='receiving' AND study_uid=?", (uid,)).fetchone()
+                if row is not None:
+                    promoted.append(self._promote(con, row, max_attempts, now))
         return promoted
+
+    @staticmethod
+    def _promote(con: sqlite3.Connection, r: sqlite3.Row, max_attempts: int, now: float) -> str:
+        modalities = [m["modality"] for m in con.execute(
+            "SELECT DISTINCT modality FROM instances WHERE study_uid=?", (r["study_uid"],))]
+        con.execute("UPDATE studies SET state='stable', stable_at=? WHERE study_uid=?", (now, r["study_uid"]))
+        for modality in modalities:
+            payload = StudyJobPayload(study_uid=r["study_uid"], modality=modality,
+                                      patient_key=r["patient_key"], generation=r["generation"])
+            insert_job(con, "study", f"study:{r['study_uid']}:{modality}:g{r['generation']}",
+                       payload, max_attempts, now)
+        return str(r["study_uid"])
