@@ -22,6 +22,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification
 
 from cds.contracts.settings import Settings
+from cds.intake.completeness import content_complete
 from cds.intake.instance_check import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
@@ -289,7 +290,18 @@ class DicomListener:
         if not (self.settings.complete_on_release and studies):
             return
         try:
-            for uid in self.store.promote_studies(studies, self.settings.job_max_attempts):
+            complete = [uid for uid in studies if self._content_complete(uid)]
+            for uid in self.store.promote_studies(complete, self.settings.job_max_attempts):
                 log.info("study %s complete (association released): jobs queued", uid)
         except Exception:  # the stable age still promotes them
             log.exception("promoting studies at association release failed")
+
+    def _content_complete(self, study_uid: str) -> bool:
+        by_modality: dict[str, list[Path]] = {}
+        for rec in self.store.study_instances(study_uid):
+            by_modality.setdefault(rec.modality, []).append(rec.path)
+        if content_complete(by_modality):
+            return True
+        log.info("study %s released without the four standard mammography views: waits for the "
+                 "stable age", study_uid)
+        return False

@@ -1,5 +1,6 @@
-"""Completeness without waiting: a study sent whole in one association is complete when the
-sender releases it; an aborted association leaves its study to the stable age."""
+"""Completeness without waiting: a mammography study with its four standard views, sent in one
+association, is complete when the sender releases it; a released association missing a view, or
+an aborted one, leaves its study to the stable age."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from cds.store import Store
 from tests.integration.service.spine_support import MG_FOR_PRESENTATION, ServeProcess, mg_dataset
 
 
+VIEWS = [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
+
+
 def _send(port: int, study_uid: str, n: int, *, release: bool) -> None:
     ae = AE(ae_title="RELEASETEST")
     ae.add_requested_context(MG_FOR_PRESENTATION, [ExplicitVRLittleEndian])
     assoc = ae.associate("127.0.0.1", port, ae_title="CDS")
     assert assoc.is_established
     for i in range(n):
-        status = assoc.send_c_store(mg_dataset(study_uid, seed=i))
+        ds = mg_dataset(study_uid, seed=i)
+        ds.ImageLaterality, ds.ViewPosition = VIEWS[i]
+        status = assoc.send_c_store(ds)
         assert status.Status == 0
     assoc.release() if release else assoc.abort()
 
@@ -39,9 +45,10 @@ def test_release_completes_the_study_abort_does_not(tmp_path, enabled: bool) -> 
     env = {"CDS_STABLE_AGE_S": "3600", "CDS_DISABLED_MODELS": "mammography,slides,ultrasound,recurrence",
            "CDS_COMPLETE_ON_RELEASE": "true" if enabled else "false"}
     with ServeProcess(tmp_path / "data", **env) as srv:
-        released, aborted = generate_uid(), generate_uid()
-        _send(srv.port, released, 3, release=True)
-        _send(srv.port, aborted, 2, release=False)
+        released, partial, aborted = generate_uid(), generate_uid(), generate_uid()
+        _send(srv.port, released, 4, release=True)
+        _send(srv.port, partial, 3, release=True)
+        _send(srv.port, aborted, 4, release=False)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _state(srv.data_dir, released)[0] != "stable":
             time.sleep(0.2)
@@ -51,3 +58,4 @@ def test_release_completes_the_study_abort_does_not(tmp_path, enabled: bool) -> 
         else:
             assert state == "receiving" and jobs == 0
         assert _state(srv.data_dir, aborted) == ("receiving", 0), "an aborted association proves nothing"
+        assert _state(srv.data_dir, partial) == ("receiving", 0), "three views are not a complete exam"
