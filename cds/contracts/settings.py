@@ -130,9 +130,10 @@ class Settings(SecuritySettings, HttpSettings):
     complete_on_release: bool = Field(
         True, description="A study is complete as soon as the association that sent it is released "
         "normally (a PACS routing a stable study sends it whole in one association, as Orthanc's "
-        "routing does); the stable age stays the fallback for aborted or partial arrivals, and a "
-        "late instance re-runs the study. Switch off for senders that split a study over "
-        "associations.")
+        "routing does). A mammography study must also hold the four standard views (RCC, LCC, "
+        "RMLO, LMLO, from their attributes). The stable age stays the fallback for aborted or partial "
+        "arrivals, and a late instance re-runs the study. Switch off for senders that split a "
+        "study over associations.")
     stable_check_interval_s: float = Field(
         2.0, description="How often the scheduler looks for stable studies."
     )

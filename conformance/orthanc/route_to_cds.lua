@@ -1,11 +1,12 @@
--- Auto-route stable mammography (MG) and slide-microscopy (SM) studies to the CDS plugin, exactly
--- once per instance, and never route the plugin's results (SEG, SR, encapsulated PDF) back to it.
+-- Auto-route every modality a model reads to the CDS plugin: mammography (MG), slide microscopy (SM),
+-- ultrasound (US) and the sonographer's structured report (SR), exactly once per instance, and never
+-- route the plugin's own results (SEG, SR, assessment SR, encapsulated PDF) back to it.
 --
 -- Configuration (in orthanc.json, read with GetOrthancConfiguration):
 --   "CdsRouting": {
 --     "Modality":   "cds",            -- the DicomModalities entry of the plugin
 --     "PluginAet":  "CDS",            -- instances whose RemoteAET is this came from the plugin
---     "Modalities": ["MG", "SM"],     -- series modalities that are routed
+--     "Modalities": ["MG", "SM", "US", "SR"],  -- series modalities that are routed
 --     "Synchronous": false            -- true: the Lua callback waits for the C-STORE
 --   }
 --   "UserMetadata": { "CdsRoutedAt": 1024 }   -- marks instances already sent (required)
@@ -22,7 +23,7 @@
 local function routingConfig()
   local cfg = GetOrthancConfiguration()['CdsRouting'] or {}
   local modalities = {}
-  for _, m in ipairs(cfg['Modalities'] or { 'MG', 'SM' }) do
+  for _, m in ipairs(cfg['Modalities'] or { 'MG', 'SM', 'US', 'SR' }) do
     modalities[string.upper(m)] = true
   end
   return {
@@ -47,7 +48,10 @@ local function pendingInstances(studyId, conf)
       for _, instanceId in ipairs(s['Instances']) do
         local meta = ParseJson(RestApiGet('/instances/' .. instanceId .. '/metadata?expand'))
         local remoteAet = string.upper(trim(meta['RemoteAET']))
-        if remoteAet ~= conf.pluginAet and meta['CdsRoutedAt'] == nil then
+        -- An SR uploaded over REST or STOW-RS has no RemoteAET: it may be the plugin's own result
+        -- delivered by DICOMweb, so SRs are routed only when a device sent them over DICOM.
+        local srFromDevice = modality ~= 'SR' or meta['Origin'] == 'DicomProtocol'
+        if remoteAet ~= conf.pluginAet and srFromDevice and meta['CdsRoutedAt'] == nil then
           table.insert(pending, instanceId)
         end
       end
