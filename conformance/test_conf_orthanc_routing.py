@@ -220,3 +220,25 @@ def test_cds_modality_echo(orthanc_peer, cds_standin):
     with orthanc_peer.client() as c:
         r = c.post(f"/modalities/{CDS_MODALITY}/echo", json={})
     assert r.status_code == 200, f"C-ECHO from Orthanc to the plugin's AE failed: {r.status_code} {r.text[:200]}"
+
+
+def test_ultrasound_and_sonographer_sr_are_routed(orthanc_peer, cds_standin, tmp_path):
+    """The recurrence model reads the ultrasound image and the sonographer's lesion SR: both reach
+    the plugin through the PACS (an SR sent by a device over DICOM is routed; the plugin's own SRs
+    are not, as the test above shows)."""
+    from cds.contracts.domain import PatientRef
+    from synthetic.phantoms.ultrasound import generate_lesion_sr, generate_ultrasound
+
+    patient = PatientRef(patient_id=f"CONF-{uuid.uuid4().hex[:10]}", name="Conf^Us")
+    us = generate_ultrasound(tmp_path / "us", 3, patient, latent_risk=1.0)
+    files = [Path(us.path), generate_lesion_sr(us, tmp_path / "us")]
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    try:
+        storescu(files, orthanc_peer.dicom_port, orthanc_peer.aet, calling_aet="US_DEVICE",
+                 host=orthanc_peer.dicom_host)
+        got = wait_until(lambda: len(cds_standin.received_sop_uids(study_uid)) >= 2
+                         and cds_standin.received_sop_uids(study_uid), ROUTE_TIMEOUT_S,
+                         "the US image and the sonographer's SR to reach the stand-in plugin")
+        assert sorted(got) == sorted(map(_sop, files))
+    finally:
+        delete_study(orthanc_peer, study_uid)
