@@ -40,6 +40,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAX_SIDE = 420
 
 
+# The report is written when the models finish, before any clinician has seen the results; a
+# review later changes the FHIR status and adds an assessment SR, never this PDF.
+PRELIMINARY = "Preliminary \u2014 AI result not yet reviewed by a clinician"
+
+
 def _image_uri(rgb: np.ndarray) -> str:
     buf = io.BytesIO()
     # JPEG, not PNG: phantom and real images are noisy, and PNG made the PDF exceed the 1 MB
@@ -262,6 +267,7 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
     inputs, missing = _clinical_inputs(clinical)
     notice = next((m.notice for m in models.values() if m.notice), "")
     return {
+        "review_status": PRELIMINARY,
         "patient": patient, "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "notice": notice, "summary": summary, "mammo": mammo, "slides": slides, "recurrence": rec,
         "inputs": inputs, "missing_inputs": ", ".join(missing), "us_text": clinical.ultrasound_report_text[:400],

@@ -102,3 +102,18 @@ def audit_read(settings: Settings, *, user: str, what: str, patient_keys: list[s
                 ev.agent(ev.DESTINATION_ROLE, settings.ae_title)],
         entities=[ev.patient_entity(k) for k in patient_keys[:200]]
         + [ev.object_entity(what, "read")], profile="IHE.BasicAudit.PatientRead"))
+
+
+def audit_assessment(settings: Settings, *, user: str, patient_key: str, study_uid: str, review_id: int,
+                     result_id: int, outcome: str) -> None:
+    """A clinician's assessment of an AI result recorded (IHE AIRA): who assessed which result of
+    which study, and how. The reason and decision texts are not copied (free text may name the
+    patient); they are in the store and the assessment SR."""
+    record(settings, ev.audit_event(
+        type_=ev.REST_TYPE, subtypes=[ev.CREATE], action="C", observer=_observer(settings),
+        agents=[ev.agent(ev.SOURCE_ROLE, user, requestor=True),
+                ev.agent(ev.DESTINATION_ROLE, settings.ae_title)],
+        entities=([ev.patient_entity(patient_key)] if patient_key else [])
+        + ([ev.study_entity(study_uid)] if study_uid else [])
+        + [ev.object_entity(f"review/{review_id}", f"result {result_id} {outcome}")],
+        profile="IHE.BasicAudit.Create"))

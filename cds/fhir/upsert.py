@@ -54,7 +54,10 @@ def decide(current: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def amended_status(rtype: str, old_status: str, new_status: str) -> str:
-    return "amended" if old_status in _AMENDABLE and rtype in ("RiskAssessment", "DiagnosticReport") else new_status
+    """"amended" only when a final answer replaces a final one: a new AI evaluation is
+    preliminary until a clinician reviews it, and must not look like a clinician's amendment."""
+    amend = new_status == "final" and old_status in _AMENDABLE and rtype in ("RiskAssessment", "DiagnosticReport")
+    return "amended" if amend else new_status
 
 
 def upsert(client: FhirClient, resource: dict[str, Any], create_query: str | None,

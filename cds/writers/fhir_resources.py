@@ -35,6 +35,15 @@ RESULT_SYSTEM = "urn:breast-cds:result"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 MODEL_SYSTEM = "urn:breast-cds:model"
+REVIEW_SYSTEM = "urn:breast-cds:review"  # meta.tag: which clinician review set the status
+V3_DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+# An AI result no clinician has reviewed is preliminary; a review moves it on (IHE AIRA): accepted
+# -> final, modified -> amended (the clinician's change is in the resource), rejected ->
+# entered-in-error (the result must not be used).
+UNREVIEWED_STATUS = "preliminary"
+REVIEW_STATUS = {"accepted": "final", "modified": "amended", "rejected": "entered-in-error"}
 
 
 class FhirValidationError(ValueError):
@@ -143,7 +152,7 @@ def risk_assessment_binary(*, key: str, settings: Settings, patient: PatientRef,
     return {
         "resourceType": "RiskAssessment",
         "identifier": [identifier(key)],
-        "status": "final",
+        "status": UNREVIEWED_STATUS,
         "subject": patient_reference(settings, patient, clinical),
         "occurrenceDateTime": when.isoformat(),
         "method": _method(model),
@@ -182,7 +191,7 @@ def risk_assessment_recurrence(*, key: str, settings: Settings, patient: Patient
     return {
         "resourceType": "RiskAssessment",
         "identifier": [identifier(key)],
-        "status": "final",
+        "status": UNREVIEWED_STATUS,
         "subject": patient_reference(settings, patient, clinical),
         "occurrenceDateTime": rec.created_at.isoformat(),
         "method": _method(rec.model),
@@ -234,3 +243,78 @@ def provenance(*, key: str, targets: list[dict[str, Any]], models: list[ModelIde
         "entity": [{"role": "source", "what": ref} for ref in inputs] or None,
         "meta": {"tag": [result_tag(key)]},
     }
+
+
+def review_tag(review_id: int) -> dict[str, str]:
+    """The meta.tag naming the review that set a resource's status; zero-padded so that the
+    later review compares greater as text (the write-back never lets an older review win)."""
+    return {"system": REVIEW_SYSTEM, "code": f"{review_id:012d}", "display": "clinician review"}
+
+
+def review_of(resource: dict[str, Any]) -> int | None:
+    """The id of the review that set ``resource``'s status, or None (not reviewed)."""
+    for tag in (resource.get("meta") or {}).get("tag", []) or []:
+        if tag.get("system") == REVIEW_SYSTEM and str(tag.get("code", "")).isdigit():
+            return int(tag["code"])
+    return None
+
+
+def reviewed_risk_assessment(resource: dict[str, Any], *, review_id: int, outcome: str, reviewer: str,
+                             reason: str, decision: str | None, removed: list[str],
+                             when: datetime) -> dict[str, Any]:
+    """The AI's RiskAssessment after a clinician's review: the status the outcome maps to, a note
+    saying who decided what and why, and (modified) the clinician's decision beside each
+    prediction. The AI's probabilities are kept as they were: they are what was assessed."""
+    ra = json.loads(json.dumps(resource))
+    ra.pop("id", None)
+    ra["status"] = REVIEW_STATUS[outcome]
+    meta = ra.setdefault("meta", {})
+    meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") != REVIEW_SYSTEM] + [review_tag(review_id)]
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    said = f"{outcome.capitalize()} by {reviewer} on {when.isoformat()}"
+    if decision:
+        said += f"; clinician's decision: {decision}"
+        for pred in ra.get("prediction", []) or []:
+            pred["rationale"] = f"Clinician's decision: {decision}. AI: {pred.get('rationale', '')}".strip()
+    if removed:
+        said += f"; findings removed: {', '.join(removed)}"
+    if reason:
+        said += f"; reason: {reason}"
+    ra["note"] = [n for n in ra.get("note", []) or [] if not str(n.get("text", "")).startswith("Clinician review:")]
+    ra["note"].append({"text": f"Clinician review: {said}", "time": when.isoformat()})
+    return validate(_clean(ra))
+
+
+def without_review(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` as the AI wrote it, before any review: what :func:`reviewed_risk_assessment`
+    added (status, review tag, the clinician's note and decision) taken out again, so the
+    write-back can tell whether a late AI resource is the one already reviewed."""
+    ra = json.loads(json.dumps(resource))
+    for key in ("id", "meta", "status", "text"):
+        ra.pop(key, None)
+    ra["note"] = [n for n in ra.get("note", []) or [] if not str(n.get("text", "")).startswith("Clinician review:")]
+    for pred in ra.get("prediction", []) or []:
+        why = str(pred.get("rationale", ""))
+        if why.startswith("Clinician's decision: ") and ". AI: " in why:
+            pred["rationale"] = why.split(". AI: ", 1)[1]
+    return _clean(ra)
+
+
+def review_provenance(*, key: str, target: dict[str, Any], reviewer: str, outcome: str, when: datetime,
+                      sr_uid: str = "", reason: str = "") -> dict[str, Any]:
+    """Provenance of a status change made by a clinician's review: the clinician as verifier,
+    the activity UPDATE, the RiskAssessment by identifier, the assessment SR as its source."""
+    return validate(_clean({
+        "resourceType": "Provenance",
+        "target": [target],
+        "recorded": when.isoformat(),
+        "activity": {"coding": [{"system": V3_DATA_OPERATION, "code": "UPDATE", "display": "revise"}],
+                     "text": f"AI result {outcome} by a clinician (status {REVIEW_STATUS[outcome]})"},
+        "reason": [{"text": reason}] if reason else None,
+        "agent": [{"type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "verifier", "display": "Verifier"}]},
+                   "who": {"display": reviewer}}],
+        "entity": [{"role": "source", "what": dicom_reference(sr_uid, None, "DICOM SR with the assessment")}]
+        if sr_uid else None,
+        "meta": {"tag": [result_tag(key)]},
+    }))

@@ -80,7 +80,7 @@ def test_checker_can_fail(tmp_path, violating):
 _SKELETON = {
     **{f"{pkg.replace('.', '/')}/__init__.py": "" for pkg in (
         "app", "listeners", "reports", "synthetic", "models", "models.toy", "models.toy.training",
-        "models.training", "cds", "cds.pipeline", "cds.dispatch", "cds.fhir", "cds.writers",
+        "models.training", "cds", "cds.pipeline", "cds.dispatch", "cds.review", "cds.fhir", "cds.writers",
         "cds.scheduling", "cds.intake", "cds.audit", "cds.store", "cds.security", "cds.contracts")},
     "app/demo.py": "import synthetic.phantom\n",
     "synthetic/phantom.py": "import cds.contracts.domain\n",

@@ -1,4 +1,5 @@
-"""The FHIR server: conditional create on the resource's identifier (or its result tag)."""
+"""The FHIR server: conditional create on the resource's identifier (or its result tag); a
+clinician review's status change as a conditional update (see :mod:`cds.fhir.writeback`)."""
 
 from __future__ import annotations
 

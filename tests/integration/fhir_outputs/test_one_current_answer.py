@@ -1,12 +1,14 @@
 """On the real FHIR peer: whatever order the studies arrive in, and however many evaluations
 that causes, the EHR ends with one current DiagnosticReport and one current RiskAssessment per
-question, the earlier answer superseded in place (amended); the new case SR names the SR it
+question, the earlier answer superseded in place (its earlier version in the history; still
+preliminary, as no clinician has reviewed it); the new case SR names the SR it
 replaces (Predecessor Documents Sequence)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import httpx
 import pydicom
 import pytest
 
@@ -32,7 +34,9 @@ def test_one_current_report_and_risk_per_question(fhir_peer, tmp_path, order):
     per_question = Counter(i["value"] for r in risks for i in r["identifier"])
     assert set(per_question.values()) == {1} and len(risks) == 3  # MG, slide, recurrence
     recurrence = next(r for r in risks if r["identifier"][0]["value"].endswith("/recurrence"))
-    assert recurrence["status"] == "amended"  # the first evaluation's answer, superseded in place
+    assert recurrence["status"] == "preliminary"  # superseded in place; no clinician reviewed either
+    history = httpx.get(f"{fhir_peer.base_url}/RiskAssessment/{recurrence['id']}/_history", timeout=10).json()
+    assert len(history.get("entry", [])) == 2  # the first evaluation's answer is its earlier version
     assert recurrence["method"]["coding"][0]["code"].startswith("fixture-recurrence-multimodal|")
     report = reports[0]
     assert "beside the multimodal model (primary)" in report["conclusion"]
