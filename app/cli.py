@@ -31,6 +31,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 train_app = typer.Typer(no_args_is_help=True, help="Train models and regenerate shipped weights.")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
+token_app = typer.Typer(no_args_is_help=True, help="Local API tokens for scripts and STOW-RS senders.")
+app.add_typer(token_app, name="token")
 
 
 def _console() -> Console:
@@ -82,7 +84,7 @@ def serve(config: ConfigOpt = None) -> None:
     settings = load_settings(config)
     setup_logging(settings.log_level)
     with models_required():
-        service = Service(settings)
+        service = Service(settings, http=True)
     # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
     # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
     # signals before any thread starts makes every thread inherit the mask.
@@ -93,6 +95,8 @@ def serve(config: ConfigOpt = None) -> None:
         logging.getLogger("cds").warning("model %s not loaded: %s", name, why)  # disabled ones
     logging.getLogger("cds").info("serving as %s on port %s; data in %s", settings.ae_title,
                                   service.listener.port, settings.data_dir)
+    if service.http is not None:
+        logging.getLogger("cds").info("HTTP on %s (port %d)", service.http.url, service.http.port)
     signal.sigwait(wanted)
     service.stop()
 
@@ -181,6 +185,29 @@ def demo(
         outcome.refused += run.failed_sends
     store.close()
     finish(console, outcome)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[list[str], typer.Option("--role", help="viewer, clinician, operator, sender or admin (repeatable).")],
+    name: Annotated[str, typer.Option("--name", help="Who uses the token (shown in audit records).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print a new random API token once; only its SHA-256 is appended to the tokens file (0600)."""
+    from cds.contracts.review import Role
+    from listeners.http.tokens import create_token, tokens_path
+
+    unknown = [r for r in role if r not in Role.__members__]
+    if unknown:
+        raise typer.BadParameter(f"unknown role(s) {', '.join(unknown)}; expected: {', '.join(Role)}")
+    settings = load_settings(config)
+    path = tokens_path(settings)
+    try:
+        token = create_token(path, [Role(r) for r in role], name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(token)
+    typer.echo(f"(shown once; its hash was added to {path})", err=True)
 
 
 # -- training ---------------------------------------------------------------------------------

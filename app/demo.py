@@ -35,6 +35,7 @@ class DemoRun:
     sent: int = 0
     failed_sends: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    http_url: str = ""  # where the HTTP API and pages were served while the demo ran
 
 
 def generate_patient(out: Path, settings: Settings, seed: int = 7) -> tuple[list[Path], Path | None]:
@@ -98,10 +99,14 @@ def run_demo(settings: Settings, out: Path, *, timeout_s: float = 600.0, progres
     settings = settings.model_copy(update={
         "host": "127.0.0.1", "port": 0, "stable_age_s": min(settings.stable_age_s, 2.0),
         "stable_check_interval_s": 0.5, "fhir_offline_dir": settings.fhir_offline_dir or fhir_dir,
+        "http_host": "127.0.0.1", "http_port": 0,  # never a fixed port: several demos and tests run at once
     })
     run = DemoRun(studies_dir=studies_dir, files=files)
-    service = Service(settings)
+    service = Service(settings, http=True)
     service.start()
+    run.http_url = service.http.url if service.http is not None else ""
+    if run.http_url and progress:
+        print(f"HTTP API and pages on {run.http_url} (/api/v1/docs, /metrics) while the demo runs")
     t0 = time.monotonic()
     try:
         run.sent, run.failed_sends = send_files(files, "127.0.0.1", service.listener.port, settings.ae_title)

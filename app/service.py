@@ -20,6 +20,8 @@ from cds.scheduling.workers import WorkerPool
 from cds.security.startup import prepare_process
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
+from listeners.http.context import HttpContext
+from listeners.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ def require_models(settings: Settings) -> ModelRegistry:
 
 class Service:
     def __init__(self, settings: Settings, *, registry: ModelRegistry | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, http: bool = False) -> None:
+        """``http``: also serve the HTTP surface (when ``settings.http_enabled``); `cds serve` and
+        the demo ask for it, tests that build a Service only for its pipeline do not."""
         prepare_process(settings)  # umask 077, 0700 folders, site patient-key secret, no telemetry
         self.settings = settings
         self.registry = registry if registry is not None else require_models(settings)
@@ -60,6 +64,11 @@ class Service:
         self.scheduler = StabilityScheduler(settings, self.store)
         self.listener = DicomListener(settings, self.store) if listen else None
         self.dispatcher = Dispatcher(settings, self.store)
+        self.http: HttpServer | None = None
+        if http and settings.http_enabled:
+            self.http = HttpServer(HttpContext(
+                settings, self.store, self.registry,
+                enqueue_case=lambda key: self.pipeline.enqueue_case(key, force=True)))
         self._stop = threading.Event()
         self._dispatch_thread: threading.Thread | None = None
 
@@ -76,8 +85,17 @@ class Service:
         self.scheduler.start()
         if self.listener is not None:
             self.listener.start()
+        if self.http is not None:
+            self.http.start()
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port actually bound (0 when HTTP is not served)."""
+        return self.http.port if self.http is not None else 0
 
     def stop(self) -> None:
+        if self.http is not None:  # stop taking input first: HTTP requests, then C-STORE
+            self.http.stop()
         if self.listener is not None:
             self.listener.stop()
         self.scheduler.stop()

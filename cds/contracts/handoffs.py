@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobKind = Literal["study", "case"]
 ResultKind = Literal["study_analysis", "recurrence"]
-ResultStatus = Literal["ok", "no_model", "insufficient_input", "not_analysed"]
+ResultStatus = Literal["ok", "no_model", "insufficient_input", "not_analysed", "disabled"]
 OutputKind = Literal["dicom", "fhir", "pdf"]
 Destination = Literal["folder", "pacs", "fhir"]
 
@@ -36,6 +36,7 @@ class CaseJobPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     patient_key: str
+    force: bool = False  # an operator's re-evaluation: run the case models even if inputs did not change
 
 
 JobPayload = StudyJobPayload | CaseJobPayload
@@ -94,6 +95,7 @@ class NewResult(BaseModel):
     model: str | None = None
     model_version: str | None = None
     body: dict[str, Any] | None = None
+    seconds: float | None = None  # the model's own run time (inference), for metrics
 
 
 class ResultRow(NewResult):

@@ -17,6 +17,7 @@ class Role(StrEnum):
     viewer = "viewer"
     clinician = "clinician"  # reviews AI results
     operator = "operator"  # requeues jobs and outputs, switches models, re-evaluates cases
+    sender = "sender"  # a modality or archive storing instances over STOW-RS (nothing else)
     admin = "admin"
 
 

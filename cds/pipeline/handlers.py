@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from cds.contracts.domain import CaseInput, PatientRef, RecurrenceResult, StudyAnalysis, StudyInput
@@ -92,31 +93,48 @@ class Pipeline:
 
         work = self._job_dir(job)
         rows, analyses = [], []
+        switches = self.store.model_switches()
         for model in models:
+            ident = {"model": model.identity.name, "model_version": model.identity.version}
+            if not switches.get(model.identity.name, True):
+                rows.append(self._disabled(base, ident, f"study {study_uid}"))
+                continue
+            started = time.perf_counter()
             try:
                 analysis = model.analyze(study, work / model.identity.name)
             except NothingToAnalyse as exc:  # recognised, deliberately unread: a result, not a failure
-                rows.append(NewResult(**base, status="not_analysed", model=model.identity.name,
-                                      model_version=model.identity.version, summary=str(exc)))
+                rows.append(NewResult(**base, **ident, status="not_analysed", summary=str(exc)))
                 log.info("study %s: %s analysed no instance", study_uid, model.identity.name)
                 continue
             analyses.append(analysis)
-            rows.append(NewResult(**base, status="ok", model=model.identity.name,
-                                  model_version=model.identity.version, summary=summarize(analysis),
-                                  body=analysis.model_dump(mode="json")))
+            rows.append(NewResult(**base, **ident, status="ok", summary=summarize(analysis),
+                                  body=analysis.model_dump(mode="json"),
+                                  seconds=time.perf_counter() - started))
         self.store.replace_results(job.id, rows)
         queued = outbox.queue_study_outputs(self.settings, self.store, job.id, self._out_dir(job),
                                             analyses)
         self.enqueue_case(patient_key)
         return f"{len(analyses)} model(s) ran; {queued} output(s) queued"
 
+    @staticmethod
+    def _disabled(base: dict[str, str], ident: dict[str, str], what: str) -> NewResult:
+        """An operator switched the model off: recorded as a result so the record says why nothing ran."""
+        summary = f"model {ident['model']} is disabled by an operator; not run"
+        log.info("%s: %s", what, summary)
+        return NewResult(**base, **ident, status="disabled", summary=summary)
+
     # -- case -------------------------------------------------------------------------------
-    def enqueue_case(self, patient_key: str) -> int:
-        """Queue a case evaluation keyed by the current inputs: unchanged inputs, no new job."""
+    def enqueue_case(self, patient_key: str, *, force: bool = False) -> int:
+        """Queue a case evaluation keyed by the current inputs: unchanged inputs, no new job.
+
+        ``force`` (an operator's re-evaluation): a new job even when the inputs did not change,
+        which runs the case models again instead of stopping at the unchanged fingerprint.
+        """
         ids = sorted(r.id for r in self.store.results(patient_key=patient_key, kind="study_analysis"))
         digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
-        return self.store.enqueue("case", f"case:{patient_key}:{digest}",
-                                  CaseJobPayload(patient_key=patient_key), self.settings.job_max_attempts)
+        key = f"case:{patient_key}:{digest}" + (f":forced:{time.time_ns()}" if force else "")
+        return self.store.enqueue("case", key, CaseJobPayload(patient_key=patient_key, force=force),
+                                  self.settings.job_max_attempts)
 
     def latest_analyses(self, patient_key: str) -> list[StudyAnalysis]:
         """The newest result per (study, model) for one patient."""
@@ -136,19 +154,25 @@ class Pipeline:
             return [], [NewResult(**base, status="no_model",
                                   summary="no case model registered (recurrence model not available)")]
         rows = []
+        switches = self.store.model_switches()
         for model in self.registry.case_models:
             ident = {"model": model.identity.name, "model_version": model.identity.version}
+            if not switches.get(model.identity.name, True):
+                rows.append(self._disabled(base, ident, "case"))
+                continue
             every = getattr(model, "analyze_case_all", None)  # a model with several variants
+            started = time.perf_counter()
             try:
                 found = every(case) if callable(every) else [model.analyze_case(case)]
             except InsufficientInput as exc:  # e.g. a mammogram and no clinical record yet:
                 rows.append(NewResult(**base, **ident, status="insufficient_input", summary=str(exc)))
                 continue  # the case is evaluated again when an input arrives
+            seconds = (time.perf_counter() - started) / max(1, len(found))
             for result in found:
                 results.append(result)
                 rows.append(NewResult(**base, model=result.model.name, model_version=result.model.version,
                                       status="ok", summary=summarize_recurrence(result),
-                                      body=result.model_dump(mode="json")))
+                                      body=result.model_dump(mode="json"), seconds=seconds))
         return results, rows
 
     def run_case_job(self, job: Job) -> str:
@@ -160,7 +184,7 @@ class Pipeline:
             json.dumps([sorted(a.created_at.isoformat() + a.study_instance_uid for a in analyses),
                         clinical.model_dump(mode="json")], sort_keys=True, default=str).encode()
         ).hexdigest()[:24]
-        if self.store.case_fingerprint(patient_key) == fingerprint:
+        if self.store.case_fingerprint(patient_key) == fingerprint and not job.case.force:
             return "case inputs unchanged since the last evaluation"
         work = self._job_dir(job)
         slide = next(((a.slide, a.study_instance_uid) for a in analyses if a.slide), (None, ""))

@@ -19,11 +19,11 @@ class ResultStore(Database):
             for r in rows:
                 cur = con.execute(
                     """INSERT INTO results(job_id, kind, patient_key, study_uid, modality, model,
-                       model_version, status, summary, body, created_at)
-                       VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                       model_version, status, summary, body, created_at, seconds)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
                     (job_id, r.kind, r.patient_key, r.study_uid, r.modality, r.model,
                      r.model_version, r.status, r.summary,
-                     json.dumps(r.body) if r.body is not None else None, now),
+                     json.dumps(r.body) if r.body is not None else None, now, r.seconds),
                 )
                 ids.append(int(cur.lastrowid or 0))
         return ids

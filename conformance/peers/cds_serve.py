@@ -42,6 +42,7 @@ class CdsServe(ManagedProcess):
         self.command = list(command) if command else None
         self.requested_port = port
         self.port = 0
+        self.http_port = 0  # a free port chosen at start (never 8080: several instances run at once)
         self.ae_title = ae_title
         self.python = python or _venv_python()
         self.ready_timeout_s = ready_timeout_s
@@ -56,6 +57,8 @@ class CdsServe(ManagedProcess):
                 "CDS_AE_TITLE": self.ae_title,
                 "CDS_HOST": LOOPBACK,
                 "CDS_PORT": str(self.port),
+                "CDS_HTTP_HOST": LOOPBACK,
+                "CDS_HTTP_PORT": str(self.http_port),
                 "CDS_DATA_DIR": str(self.data_dir),
                 "CDS_OUTPUT_DIR": str(self.output_dir),
                 "PYTHONUNBUFFERED": "1",
@@ -66,6 +69,7 @@ class CdsServe(ManagedProcess):
 
     def start(self) -> CdsServe:
         self.port = self.requested_port or free_port()
+        self.http_port = free_port()
         self._spawn(
             self.command or [self.python, "-c", "from app.cli import main; main()", "serve"],
             cwd=Path(__file__).resolve().parents[2],

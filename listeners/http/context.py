@@ -15,11 +15,16 @@ from cds.store import Store
 
 @dataclass
 class HttpContext:
+    """Built once per application by the service (or a test); handlers never keep module state."""
+
     settings: Settings
     store: Store
     registry: ModelRegistry | None = None
-    enqueue_case: Callable[[str], int] | None = None  # Pipeline.enqueue_case: re-evaluate a patient case
+    # A NEW case job for the patient even when its inputs did not change (operator re-evaluation).
+    enqueue_case: Callable[[str], int] | None = None
     started_at: float = field(default_factory=time.time)
+    # /ready's peer probes, by peer name; None = the PACS and FHIR probes of cds.dispatch.peer_watch.
+    peer_probes: dict[str, Callable[[Settings], bool]] | None = None
 
 
 def context(request: Request) -> HttpContext:

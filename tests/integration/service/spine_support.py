@@ -69,7 +69,8 @@ class ServeProcess:
         self.port = port or free_port()
         self.env = {**os.environ, "CDS_DATA_DIR": str(data_dir), "CDS_PORT": str(self.port),
                     "CDS_HOST": "127.0.0.1", "CDS_OUTPUT_DIR": str(data_dir / "out"),
-                    "CDS_STABLE_CHECK_INTERVAL_S": "0.5", "PYTHONPATH": str(REPO), **env}
+                    "CDS_STABLE_CHECK_INTERVAL_S": "0.5", "PYTHONPATH": str(REPO),
+                    "CDS_HTTP_PORT": "0", **env}
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"serve-{self.port}.log"
 

@@ -13,7 +13,6 @@ from pynetdicom import AE
 from cds.store import Store
 from tests.integration.service.spine_support import MG_FOR_PRESENTATION, ServeProcess, mg_dataset
 
-
 VIEWS = [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
 
 
