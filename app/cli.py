@@ -76,29 +76,69 @@ def finish(console: Console, outcome: RunOutcome) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
-@app.command()
-def serve(config: ConfigOpt = None) -> None:
-    """Run the DICOM listener, scheduler, workers and dispatcher until SIGTERM/SIGINT."""
+def _run_until_signal(config: Path | None, parts: tuple[str, ...] | None, lanes: tuple[str, ...] = ()) -> None:
+    """Start the chosen parts of the service and run until SIGTERM/SIGINT."""
     from app.service import Service
 
+    # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
+    # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
+    # signals before anything starts a thread (building the service does) makes every thread
+    # inherit the mask; a signal during start-up waits for sigwait and stops the service at once.
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     settings = load_settings(config)
     setup_logging(settings.log_level)
     with models_required():
-        service = Service(settings, http=True)
-    # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
-    # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
-    # signals before any thread starts makes every thread inherit the mask.
-    wanted = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+        service = Service(settings, http=True, parts=parts, lanes=lanes)
+    if parts == ("api",) and service.http is None:
+        raise typer.BadParameter("the HTTP surface is switched off (CDS_HTTP_ENABLED=false): nothing to serve")
     service.start()
+    log = logging.getLogger("cds")
     for name, why in service.registry.unavailable.items():
-        logging.getLogger("cds").warning("model %s not loaded: %s", name, why)  # disabled ones
-    logging.getLogger("cds").info("serving as %s on port %s; data in %s", settings.ae_title,
-                                  service.listener.port, settings.data_dir)
+        log.warning("model %s not loaded: %s", name, why)  # disabled ones
+    log.info("running %s; data in %s", ", ".join(sorted(service.parts)) + (f" (lanes {', '.join(lanes)})" if lanes else ""),
+             settings.data_dir)
+    if service.listener is not None:
+        log.info("DICOM listener %s on port %s", settings.ae_title, service.listener.port)
     if service.http is not None:
-        logging.getLogger("cds").info("HTTP on %s (port %d)", service.http.url, service.http.port)
+        log.info("HTTP on %s (port %d)", service.http.url, service.http.port)
     signal.sigwait(wanted)
     service.stop()
+
+
+@app.command()
+def serve(config: ConfigOpt = None) -> None:
+    """Run everything in one process (listener, scheduler, workers, dispatcher, HTTP) until SIGTERM."""
+    _run_until_signal(config, None)
+
+
+@app.command()
+def listen(config: ConfigOpt = None) -> None:
+    """Run only the DICOM listener (stateless; several can sit behind a TCP load balancer)."""
+    _run_until_signal(config, ("listen",))
+
+
+@app.command()
+def work(
+    lane: Annotated[list[str] | None, typer.Option(
+        "--lane", help="Lane(s) to claim: study (mammography, ultrasound), slide, case. Repeatable; "
+        "default: all, as CDS_WORKERS/CDS_CASE_WORKERS say.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run only model workers: claim jobs from the store, run the models, queue the outputs."""
+    _run_until_signal(config, ("work",), tuple(lane or ()))
+
+
+@app.command()
+def dispatch(config: ConfigOpt = None) -> None:
+    """Run only the dispatcher (deliver outputs) and the periodic checks (stable age, case refresh, retention)."""
+    _run_until_signal(config, ("dispatch", "schedule"))
+
+
+@app.command()
+def api(config: ConfigOpt = None) -> None:
+    """Run only the HTTP surface: API, pages, /metrics, /health, /ready, STOW-RS."""
+    _run_until_signal(config, ("api",))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Sequence
 
 from cds.contracts.errors import ModelUnavailable
 from cds.contracts.settings import Settings
@@ -50,22 +51,39 @@ def require_models(settings: Settings) -> ModelRegistry:
     return registry
 
 
+PARTS = ("listen", "work", "dispatch", "schedule", "api")
+"""The parts of the service. `cds serve` runs them all in one process; `cds listen`, `cds work`,
+`cds dispatch` and `cds api` run one each, against one store and one shared spool."""
+
+
 class Service:
     def __init__(self, settings: Settings, *, registry: ModelRegistry | None = None,
-                 listen: bool = True, http: bool = False) -> None:
-        """``http``: also serve the HTTP surface (when ``settings.http_enabled``); `cds serve` and
-        the demo ask for it, tests that build a Service only for its pipeline do not."""
+                 listen: bool = True, http: bool = False, parts: Iterable[str] | None = None,
+                 lanes: Sequence[str] = ()) -> None:
+        """``parts``: which parts run (default: workers, dispatcher and scheduler, plus the listener
+        when ``listen`` and the HTTP surface when ``http`` and ``settings.http_enabled``; `cds
+        serve` and the demo ask for HTTP, tests that build a Service for its pipeline do not).
+        ``lanes``: the worker lanes (study, slide, case) this process claims; empty = as settings say.
+        Models are loaded only by the parts that use them (workers, and the API that shows them)."""
         prepare_process(settings)  # umask 077, 0700 folders, site patient-key secret, no telemetry
+        chosen = set(parts) if parts is not None else (
+            {"work", "dispatch", "schedule"} | ({"listen"} if listen else set()) | ({"api"} if http else set()))
+        unknown = chosen - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown service part(s) {sorted(unknown)}; expected some of {PARTS}")
+        self.parts = frozenset(chosen)
         self.settings = settings
-        self.registry = registry if registry is not None else require_models(settings)
+        needs_models = bool(self.parts & {"work", "api"})
+        self.registry = registry if registry is not None else (
+            require_models(settings) if needs_models else ModelRegistry(study_models=[], case_models=[]))
         self.store = Store(settings.store_url)
         self.pipeline = Pipeline(settings, self.store, self.registry)
-        self.workers = WorkerPool(settings, self.store, self.pipeline.handlers)
+        self.workers = WorkerPool(settings, self.store, self.pipeline.handlers, lanes=lanes)
         self.scheduler = StabilityScheduler(settings, self.store)
-        self.listener = DicomListener(settings, self.store) if listen else None
+        self.listener = DicomListener(settings, self.store) if "listen" in self.parts else None
         self.dispatcher = Dispatcher(settings, self.store)
         self.http: HttpServer | None = None
-        if http and settings.http_enabled:
+        if "api" in self.parts and settings.http_enabled:
             self.http = HttpServer(HttpContext(
                 settings, self.store, self.registry,
                 enqueue_case=lambda key: self.pipeline.enqueue_case(key, force=True)))
@@ -73,16 +91,21 @@ class Service:
         self._dispatch_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        recovered = self.store.recover_orphans()
-        if recovered:
-            log.info("recovered %d job(s)/output(s) left running by a previous process", recovered)
-        check_stable(self.settings, self.store)
-        self.workers.start()
-        self._dispatch_thread = threading.Thread(
-            target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
-            name="cds-dispatch", daemon=True)
-        self._dispatch_thread.start()
-        self.scheduler.start()
+        if self.parts & {"work", "dispatch"}:
+            recovered = self.store.recover_orphans()
+            if recovered:
+                log.info("recovered %d job(s)/output(s) left running by a previous process", recovered)
+        if "schedule" in self.parts:
+            check_stable(self.settings, self.store)
+        if "work" in self.parts:
+            self.workers.start()
+        if "dispatch" in self.parts:
+            self._dispatch_thread = threading.Thread(
+                target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
+                name="cds-dispatch", daemon=True)
+            self._dispatch_thread.start()
+        if "schedule" in self.parts:
+            self.scheduler.start()
         if self.listener is not None:
             self.listener.start()
         if self.http is not None:

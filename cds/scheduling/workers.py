@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import JobHandler
@@ -61,10 +62,16 @@ class LeaseHeartbeat:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, store: Store, handlers: dict[str, JobHandler]) -> None:
+    def __init__(self, settings: Settings, store: Store, handlers: dict[str, JobHandler],
+                 lanes: Sequence[str] = ()) -> None:
+        """``lanes``: run only these lanes (`cds work --lane ...`); empty: as the settings say."""
+        unknown = [lane for lane in lanes if lane not in LANES]
+        if unknown:
+            raise ValueError(f"unknown worker lane(s) {unknown}; expected some of {sorted(LANES)}")
         self.settings = settings
         self.store = store
         self.handlers = handlers
+        self._lanes = tuple(lanes)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -125,7 +132,13 @@ class WorkerPool:
                 self._stop.wait(self.settings.poll_interval_s)
 
     def lanes(self) -> list[tuple[str, str]]:
-        """(thread name, lane) of each worker: study workers, then the case lane when it has any."""
+        """(thread name, lane) of each worker: study workers, then the case lane when it has any.
+
+        With explicit lanes, each gets ``workers`` threads (``case_workers`` for the case lane,
+        at least one)."""
+        if self._lanes:
+            return [(f"{lane[0]}{i}", lane) for lane in self._lanes
+                    for i in range(max(self.settings.case_workers, 1) if lane == "case" else self.settings.workers)]
         split = self.settings.case_workers > 0
         names = [(f"w{i}", "study" if split else "") for i in range(self.settings.workers)]
         return names + [(f"c{i}", "case") for i in range(self.settings.case_workers)]
