@@ -126,6 +126,11 @@ def work(
     config: ConfigOpt = None,
 ) -> None:
     """Run only model workers: claim jobs from the store, run the models, queue the outputs."""
+    from cds.scheduling.workers import LANES
+
+    unknown = [name for name in lane or () if name not in LANES]
+    if unknown:
+        raise typer.BadParameter(f"unknown lane(s) {unknown}; expected some of {sorted(LANES)}", param_hint="--lane")
     _run_until_signal(config, ("work",), tuple(lane or ()))
 
 

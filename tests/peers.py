@@ -31,3 +31,14 @@ def needs_tool(tool: str) -> pytest.MarkDecorator:
     """A skip mark for a missing tool that does not apply in CI (where the test then fails)."""
     return pytest.mark.skipif(shutil.which(tool) is None and not REQUIRED,
                               reason=f"{tool} is not installed: run scripts/install_peers.sh")
+
+
+def need_postgres() -> str:
+    """Why not: PostgreSQL's server binaries (initdb, pg_ctl; Debian keeps them off PATH) and, as
+    root, the ``postgres`` OS user to run them. Returns the folder of the binaries."""
+    from conformance.peers.postgres import postgres_bindir, postgres_missing_reason
+
+    reason = postgres_missing_reason()
+    if reason is not None:
+        missing(reason)
+    return str(postgres_bindir())

@@ -122,7 +122,9 @@ class Settings(SecuritySettings, HttpSettings):
     # --- store, spool, workers ------------------------------------------------------------
     data_dir: Path = Field(Path("./cds-data"), description="Spool, store and job work folders.")
     database_url: str = Field(
-        "", description="Store URL; empty means SQLite at <data_dir>/cds.sqlite3."
+        "", description="Store URL; empty means SQLite at <data_dir>/cds.sqlite3. "
+        "postgresql://USER@HOST:PORT/DB for several processes or hosts on one store (the password "
+        "from PGPASSWORD or ~/.pgpass, never in this URL)."
     )
     stable_age_s: float = Field(
         60.0, description="A study is stable when no instance arrived for this many seconds."

@@ -21,12 +21,13 @@ from cds.store import Store, worker_name
 log = logging.getLogger(__name__)
 
 
-CASE_KINDS = ("case",)
-LANES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "study": ((), CASE_KINDS),  # every kind but patient cases
-    "case": (CASE_KINDS, ()),
+LANES: dict[str, tuple[str, ...]] = {
+    "study": ("study",),  # mammography, ultrasound and any other non-slide study
+    "slide": ("slide",),  # whole-slide images
+    "case": ("case",),  # patient cases: recurrence fusion, PDF
+    "imaging": ("study", "slide"),  # `cds serve`'s study threads when cases have their own
 }
-"""Job kinds each worker lane claims, as (only, exclude)."""
+"""Worker lanes (`cds work --lane`) and the job lanes (:func:`cds.store.jobs.job_lane`) each claims."""
 
 
 class LeaseHeartbeat:
@@ -77,8 +78,7 @@ class WorkerPool:
 
     def run_one(self, worker: str, lane: str = "") -> bool:
         """Claim and run one due job of ``lane`` (all kinds when empty); False when none is due."""
-        only, exclude = LANES.get(lane, ((), ()))
-        job = self.store.claim_job(worker, self.settings.job_lease_s, only=only, exclude=exclude)
+        job = self.store.claim_job(worker, self.settings.job_lease_s, lanes=LANES.get(lane, ()))
         if job is None:
             return False
         handler = self.handlers.get(job.kind)
@@ -140,7 +140,7 @@ class WorkerPool:
             return [(f"{lane[0]}{i}", lane) for lane in self._lanes
                     for i in range(max(self.settings.case_workers, 1) if lane == "case" else self.settings.workers)]
         split = self.settings.case_workers > 0
-        names = [(f"w{i}", "study" if split else "") for i in range(self.settings.workers)]
+        names = [(f"w{i}", "imaging" if split else "") for i in range(self.settings.workers)]
         return names + [(f"c{i}", "case") for i in range(self.settings.case_workers)]
 
     def start(self) -> None:

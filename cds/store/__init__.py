@@ -2,8 +2,10 @@
 
 SQLite in WAL mode with ``synchronous=FULL`` by default, so a committed row survives a power cut:
 the listener acknowledges a C-STORE only after its row is committed here. Everything goes through
-:class:`Store`; a PostgreSQL implementation can replace it by providing the same methods (the SQL
-is plain and the claim queries use ``UPDATE ... RETURNING``, which PostgreSQL also has).
+:class:`Store`. With ``CDS_DATABASE_URL=postgresql://USER@HOST:PORT/DB`` the same facade runs on
+PostgreSQL (:mod:`cds.store.pg`, :mod:`cds.store.dialect`): the SQL is written once, in SQLite's
+dialect, and translated; claims take ``FOR UPDATE SKIP LOCKED`` so that workers on several hosts
+never share a job.
 
 The store is split by concern, one module each, composed here into one facade:
 
@@ -38,7 +40,7 @@ __all__ = ["CaseOverviewRow", "InstanceRow", "RejectionRow", "Store", "StudyRow"
 
 class Store(InstanceStore, JobStore, ResultStore, OutboxStore, CaseStore, StatusStore, WaitingStore,
             ReviewStore, AdminStore):
-    """SQLite-backed store. One instance per process; thread-safe through per-thread connections.
+    """The store (SQLite or PostgreSQL). One instance per process; thread-safe through per-thread connections.
 
-    ``Store(url, synchronous="FULL")``: only ``sqlite:///PATH`` URLs are built in.
+    ``Store(url, synchronous="FULL")``: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
     """

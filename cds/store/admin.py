@@ -52,11 +52,11 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 # Per (model, result): seconds from the study becoming stable to the last of the job's outputs delivered.
 _LATENCY_SQL = """
-SELECT r.model AS model, MAX(o.delivered_at) - s.stable_at AS latency
+SELECT r.model AS model, MAX(o.delivered_at) - MAX(s.stable_at) AS latency
 FROM results r JOIN studies s ON s.study_uid = r.study_uid
-JOIN outbox o ON json_extract(o.meta, '$.job_id') = r.job_id AND o.state = 'delivered'
+JOIN outbox o ON CAST(json_extract(o.meta, '$.job_id') AS BIGINT) = r.job_id AND o.state = 'delivered'
 WHERE r.status = 'ok' AND r.model IS NOT NULL AND s.stable_at IS NOT NULL {where}
-GROUP BY r.id HAVING latency IS NOT NULL"""
+GROUP BY r.id HAVING MAX(o.delivered_at) - MAX(s.stable_at) IS NOT NULL"""
 
 
 class AdminStore(Database):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from cds.contracts.domain import InstanceRecord, PatientRef
 from cds.contracts.handoffs import StudyJobPayload
@@ -60,7 +60,7 @@ class InstanceStore(Database):
         return True
 
     @staticmethod
-    def _touch_study(con: sqlite3.Connection, rec: InstanceRecord, patient: PatientRef,
+    def _touch_study(con: Any, rec: InstanceRecord, patient: PatientRef,
                      accession: str, study_date: str, now: float) -> int:
         """Create the study or count one more instance in it; returns the instance's generation."""
         row = con.execute(
@@ -184,7 +184,7 @@ class InstanceStore(Database):
         return promoted
 
     @staticmethod
-    def _promote(con: sqlite3.Connection, r: sqlite3.Row, max_attempts: int, now: float) -> str:
+    def _promote(con: Any, r: Any, max_attempts: int, now: float) -> str:
         modalities = [m["modality"] for m in con.execute(
             "SELECT DISTINCT modality FROM instances WHERE study_uid=?", (r["study_uid"],))]
         con.execute("UPDATE studies SET state='stable', stable_at=? WHERE study_uid=?", (now, r["study_uid"]))

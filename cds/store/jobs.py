@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from cds.contracts.handoffs import Job, JobPayload
+from cds.contracts.handoffs import Job, JobPayload, StudyJobPayload
 from cds.store.db import Database
+
+PRIORITY_MG, PRIORITY_DEFAULT, PRIORITY_CASE = 0, 5, 8
+"""Claim order (lower runs first): a mammography exam before a slide batch, and a patient case
+after the study jobs due with it, so that one case evaluation sees all of them (in `cds serve`
+cases have their own worker lane, so this delays no case behind a slide batch there)."""
 
 
 def worker_name(suffix: str = "") -> str:
@@ -29,19 +34,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def insert_job(con: sqlite3.Connection, kind: str, key: str, payload: JobPayload,
+def job_lane(kind: str, payload: JobPayload) -> str:
+    """The worker lane that runs the job: ``case``, ``slide`` (SM studies) or ``study``.
+
+    Slides get their own lane so that `cds work --lane study` processes on small machines never
+    pick up a multi-gigabyte slide, and a slide batch never occupies every study worker."""
+    if kind == "case":
+        return "case"
+    if isinstance(payload, StudyJobPayload) and payload.modality == "SM":
+        return "slide"
+    return "study"
+
+
+def job_priority(kind: str, payload: JobPayload) -> int:
+    """A study job of a mammography exam 0, a case 8, anything else (slides, SM) 5.
+
+    A radiologist reads the exam within minutes; a slide batch of a thousand slides a day must
+    not hold it back, so claims order by (priority, due time, id)."""
+    if kind == "study" and isinstance(payload, StudyJobPayload) and payload.modality == "MG":
+        return PRIORITY_MG
+    if kind == "case":
+        return PRIORITY_CASE
+    return PRIORITY_DEFAULT
+
+
+def insert_job(con: Any, kind: str, key: str, payload: JobPayload,
                max_attempts: int, now: float, delay_s: float = 0.0) -> int:
     """Queue a job inside the caller's transaction; idempotent on ``key``."""
     con.execute(
         """INSERT INTO jobs(kind, key, payload, state, attempts, max_attempts, next_run_at,
-           created_at, updated_at) VALUES (?,?,?, 'queued', 0, ?, ?, ?, ?)
+           created_at, updated_at, priority, lane) VALUES (?,?,?, 'queued', 0, ?, ?, ?, ?, ?, ?)
            ON CONFLICT(key) DO NOTHING""",
-        (kind, key, payload.model_dump_json(), max_attempts, now + delay_s, now, now),
+        (kind, key, payload.model_dump_json(), max_attempts, now + delay_s, now, now,
+         job_priority(kind, payload), job_lane(kind, payload)),
     )
     return int(con.execute("SELECT id FROM jobs WHERE key=?", (key,)).fetchone()["id"])
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Any) -> Job:
     d = dict(row)
     d["payload"] = json.loads(d["payload"] or "{}")
     return Job.model_validate({k: d[k] for k in Job.model_fields if k in d})
@@ -57,28 +87,31 @@ class JobStore(Database):
             return insert_job(con, kind, key, payload, max_attempts, time.time(), delay_s)
 
     def claim_job(self, worker: str, lease_s: float, *, only: Sequence[str] = (),
-                  exclude: Sequence[str] = ()) -> Job | None:
+                  exclude: Sequence[str] = (), lanes: Sequence[str] = ()) -> Job | None:
         """Take the next due job (or one whose lease expired) and mark it running.
 
-        ``only`` / ``exclude`` restrict the job kinds, so that a worker lane (study jobs, case
-        jobs) never waits behind the other lane's work.
+        ``lanes`` restricts the claim to those worker lanes (:func:`job_lane`), so that a lane
+        never waits behind another lane's work; ``only`` / ``exclude`` restrict the job kinds.
         """
         now = time.time()
         kind_sql = ""
         kind_params: tuple[str, ...] = ()
+        if lanes:
+            kind_sql += f" AND lane IN ({','.join('?' * len(lanes))})"
+            kind_params += tuple(lanes)
         if only:
             kind_sql += f" AND kind IN ({','.join('?' * len(only))})"
             kind_params += tuple(only)
         if exclude:
             kind_sql += f" AND kind NOT IN ({','.join('?' * len(exclude))})"
             kind_params += tuple(exclude)
-        with self.tx() as con:
+        with self.tx(isolation="read committed") as con:
             row = con.execute(
                 f"""UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?, worker=?,
                    updated_at=? WHERE id = (
                      SELECT id FROM jobs WHERE ((state='queued' AND next_run_at<=?)
                         OR (state='running' AND lease_until<?)){kind_sql}
-                     ORDER BY next_run_at, id LIMIT 1)
+                     ORDER BY priority, next_run_at, id LIMIT 1{self.dialect.skip_locked})
                    RETURNING *""",
                 (now + lease_s, worker, now, now, now, *kind_params),
             ).fetchone()

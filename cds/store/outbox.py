@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from typing import Any
 
 from cds.contracts.handoffs import NewOutput, OutboxItem, OutboxMeta
 from cds.store.db import Database
 
 
-def _outbox(row: sqlite3.Row) -> OutboxItem:
+def _outbox(row: Any) -> OutboxItem:
     d = dict(row)
     d["meta"] = OutboxMeta.model_validate_json(d["meta"] or "{}")
     return OutboxItem.model_validate({k: d[k] for k in OutboxItem.model_fields if k in d})
@@ -32,14 +32,15 @@ class OutboxStore(Database):
             return int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
 
     def outbox_claim(self, worker: str, lease_s: float) -> OutboxItem | None:
+        """Take the next due output (or one whose lease expired); PostgreSQL: SKIP LOCKED, as jobs."""
         now = time.time()
-        with self.tx() as con:
+        with self.tx(isolation="read committed") as con:
             row = con.execute(
-                """UPDATE outbox SET state='delivering', attempts=attempts+1, lease_until=?,
+                f"""UPDATE outbox SET state='delivering', attempts=attempts+1, lease_until=?,
                    worker=? WHERE id = (
                      SELECT id FROM outbox WHERE (state='pending' AND next_attempt_at<=?)
                         OR (state='delivering' AND lease_until<?)
-                     ORDER BY next_attempt_at, id LIMIT 1)
+                     ORDER BY next_attempt_at, id LIMIT 1{self.dialect.skip_locked})
                    RETURNING *""",
                 (now + lease_s, worker, now, now),
             ).fetchone()
@@ -83,6 +84,7 @@ class OutboxStore(Database):
 
     def outbox_of_job(self, job_id: int) -> list[OutboxItem]:
         """The outputs one job queued (any state), oldest first: what a re-evaluation supersedes."""
-        rows = self._query("SELECT * FROM outbox WHERE json_extract(meta, '$.job_id')=? ORDER BY id",
+        rows = self._query("SELECT * FROM outbox WHERE CAST(json_extract(meta, '$.job_id') AS BIGINT)=? "
+                           "ORDER BY id",
                            (job_id,))
         return [_outbox(r) for r in rows]

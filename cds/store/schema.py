@@ -1,6 +1,12 @@
-"""The store's tables (idempotent DDL, run at every start)."""
+"""The store's tables (idempotent DDL, run at every start) and its versioned migrations.
+
+Written in the SQLite dialect; on PostgreSQL :mod:`cds.store.dialect` maps the column types
+(INTEGER PRIMARY KEY -> identity BIGINT, INTEGER -> BIGINT, REAL -> DOUBLE PRECISION, BLOB -> BYTEA).
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -47,4 +53,35 @@ CREATE TABLE IF NOT EXISTS reviews (
 CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_id, id);
 CREATE TABLE IF NOT EXISTS model_switches (
     model TEXT PRIMARY KEY, enabled INTEGER NOT NULL, changed_by TEXT, changed_at REAL, reason TEXT);
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
 """
+
+
+class Migration(NamedTuple):
+    """One schema change, applied once per store (recorded in ``schema_version``), in order.
+
+    ``column`` (``table.column``) is checked first, so a store whose column already exists (added
+    by hand, or by a start that crashed before recording it) is not altered twice.
+    """
+
+    version: int
+    name: str
+    column: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs.priority: a mammography exam before a slide batch (lower runs first)", "jobs.priority", (
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 5",
+        "UPDATE jobs SET priority=0 WHERE kind='study' AND json_extract(payload, '$.modality')='MG'",
+        "UPDATE jobs SET priority=8 WHERE kind='case'",
+        "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, priority, next_run_at, id)",
+    )),
+    Migration(2, "jobs.lane: study, slide and case workers scale apart (cds work --lane)", "jobs.lane", (
+        "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'study'",
+        "UPDATE jobs SET lane='case' WHERE kind='case'",
+        "UPDATE jobs SET lane='slide' WHERE kind='study' AND json_extract(payload, '$.modality')='SM'",
+    )),
+)
+

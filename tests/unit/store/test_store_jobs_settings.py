@@ -1,4 +1,6 @@
-"""Store, job queue, backoff, dead-letter, orphan recovery, outbox idempotency, settings names."""
+"""Store, job queue, backoff, dead-letter, orphan recovery, outbox idempotency, settings names.
+
+The ``store`` fixture (conftest.py) runs each store test on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,8 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from cds.contracts.domain import InstanceRecord, PatientRef
 from cds.contracts.errors import PermanentError
@@ -21,7 +21,7 @@ from cds.contracts.handoffs import (
 )
 from cds.contracts.settings import Settings
 from cds.scheduling.workers import WorkerPool
-from cds.store import Store, worker_name
+from cds.store import worker_name
 
 
 def rec(sop: str, study: str = "1.2.3", modality: str = "MG") -> InstanceRecord:
@@ -31,11 +31,6 @@ def rec(sop: str, study: str = "1.2.3", modality: str = "MG") -> InstanceRecord:
 
 
 CASE = CaseJobPayload(patient_key="p1")  # a kind other than "study" carries a case payload
-
-
-@pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
 
 
 def test_settings_env_names_and_defaults(monkeypatch, tmp_path):
@@ -120,7 +115,7 @@ def test_a_slow_case_job_does_not_delay_study_jobs(store, tmp_path):
     store.enqueue("case", "case:p1", CASE, max_attempts=1)
     pool = WorkerPool(Settings(data_dir=tmp_path, workers=1, case_workers=1, poll_interval_s=0.01),
                       store, {"case": slow_case, "study": study})
-    assert [lane for _, lane in pool.lanes()] == ["study", "case"]
+    assert [lane for _, lane in pool.lanes()] == ["imaging", "case"]
     pool.start()
     try:
         time.sleep(0.2)  # the case lane is now inside the slow job

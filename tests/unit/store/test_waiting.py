@@ -12,9 +12,8 @@ from cds.scheduling.workers import WorkerPool
 from cds.store import Store
 
 
-def test_outage_retries_past_max_attempts_then_wakes(tmp_path):
+def test_outage_retries_past_max_attempts_then_wakes(tmp_path, store: Store):
     settings = Settings(data_dir=tmp_path, job_max_attempts=1, job_backoff_base_s=100.0)
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
 
     def down(job):
         raise PeerUnreachable("fhir", "connection refused")
@@ -30,9 +29,8 @@ def test_outage_retries_past_max_attempts_then_wakes(tmp_path):
     assert pool.run_one("w") and store.job(job_id).state == "queued"  # attempt 2 > max 1: still not dead
 
 
-def test_outage_past_the_budget_is_dead(tmp_path):
+def test_outage_past_the_budget_is_dead(tmp_path, store: Store):
     settings = Settings(data_dir=tmp_path, retry_budget_h=1e-9)
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
 
     def down(job):
         raise PeerUnreachable("fhir", "connection refused")
