@@ -47,7 +47,7 @@ def listing(ctx: HttpContext, principal: Principal, table: str, filters: dict[st
     key = LISTINGS[table][0]
     after: Any = cursor
     if cursor is not None and key == "id":
-        if not cursor.isdigit():
+        if not cursor.isdigit() or len(cursor) > 18:  # row ids are 63-bit integers
             raise HTTPException(400, f"cursor {cursor!r} is not valid here: expected the next_cursor of a "
                                      f"previous page of {table} (a row id)")
         after = int(cursor)

@@ -25,6 +25,7 @@ from cds.audit.trail import audit_read
 from cds.contracts.review import Principal, ReviewOutcome, ReviewRequest, Role
 from listeners.http import page_ops, page_views
 from listeners.http.actions import audit_action
+from listeners.http.api import row_id
 from listeners.http.auth import csrf_token, current_principal, require
 from listeners.http.context import HttpContext, context
 
@@ -85,7 +86,7 @@ def _case_routes(r: APIRouter, templates: Jinja2Templates) -> None:
         return _render(templates, request, "case.html.j2", principal, **view)
 
     @r.post("/cases/{patient_key}/results/{result_id}/review", status_code=303, response_class=RedirectResponse)
-    def review_result(patient_key: str, result_id: int, outcome: ReviewOutcome = Form(...),
+    def review_result(patient_key: str, result_id: int = row_id(), outcome: ReviewOutcome = Form(...),
                       reason: str = Form(""), decision: str = Form(""), removed_lesions: list[int] = Form([]),
                       ctx: HttpContext = Depends(context),
                       principal: Principal = Depends(clinician)) -> RedirectResponse:
@@ -135,7 +136,7 @@ def _ops_routes(r: APIRouter, templates: Jinja2Templates) -> None:
         return _render(templates, request, "ops_refusals.html.j2", principal, **page_ops.refusals_page(ctx.store, limit))
 
     @r.post("/ops/jobs/{job_id}/requeue", status_code=303, response_class=RedirectResponse)
-    def requeue_job(job_id: int, ctx: HttpContext = Depends(context),
+    def requeue_job(job_id: int = row_id(), ctx: HttpContext = Depends(context),
                     principal: Principal = Depends(operator)) -> RedirectResponse:
         """Give a dead job another run."""
         if not ctx.store.requeue_job(job_id):
@@ -144,7 +145,7 @@ def _ops_routes(r: APIRouter, templates: Jinja2Templates) -> None:
         return _redirect("/ops/jobs")
 
     @r.post("/ops/outbox/{item_id}/requeue", status_code=303, response_class=RedirectResponse)
-    def requeue_output(item_id: int, ctx: HttpContext = Depends(context),
+    def requeue_output(item_id: int = row_id(), ctx: HttpContext = Depends(context),
                        principal: Principal = Depends(operator)) -> RedirectResponse:
         """Deliver a dead output again."""
         if not ctx.store.requeue_output(item_id):

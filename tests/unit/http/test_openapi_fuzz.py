@@ -35,7 +35,8 @@ schema = schemathesis.openapi.from_asgi(OPENAPI_PATH, APP)
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same examples on every run, so a failure is reproducible and CI is never red by chance
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_error(case) -> None:
     response = case.call(headers={"Authorization": f"Bearer {ADMIN}"})
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:500])
