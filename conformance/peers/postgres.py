@@ -52,9 +52,15 @@ def postgres_missing_reason() -> str | None:
 
 
 class PostgresServer:
-    """One PostgreSQL cluster in a temporary folder, on a free loopback port, user ``cds`` (trust)."""
+    """One PostgreSQL cluster in a temporary folder, on a free loopback port, user ``cds`` (trust).
 
-    def __init__(self, root: Path | None = None, port: int | None = None) -> None:
+    ``host`` adds one more listen address (the multi-host tests' bridge gateway) and ``trust_cidrs``
+    the client networks allowed to connect there (pg_hba ``host all all CIDR trust``): test hosts
+    in network namespaces reach the server over the bridge, as other machines would.
+    """
+
+    def __init__(self, root: Path | None = None, port: int | None = None, *, host: str | None = None,
+                 trust_cidrs: tuple[str, ...] = ()) -> None:
         reason = postgres_missing_reason()
         if reason:
             raise PeerUnavailable(reason)
@@ -65,6 +71,8 @@ class PostgresServer:
         self.log_path = self.root / "postgres.log"
         self.port = port or free_port()
         self._as_root = os.geteuid() == 0
+        self.host = host
+        self.trust_cidrs = tuple(trust_cidrs)
         self.started = False
 
     def _cmd(self, tool: str, *args: str) -> list[str]:
@@ -87,19 +95,31 @@ class PostgresServer:
         if not (self.data / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
                       "--no-locale", "--no-instructions")
+            self._allow_networks()
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-o", self._options, "-w", "-t", "60",
                   "start")
         self.started = True
         return self
 
+    def _allow_networks(self) -> None:
+        """Trust the client networks given (pg_hba.conf is written by initdb as the OS user)."""
+        if not self.trust_cidrs:
+            return
+        hba = self.data / "pg_hba.conf"
+        lines = "".join(f"host all all {cidr} trust\n" for cidr in self.trust_cidrs)
+        with open(hba, "a") as f:
+            f.write("# multi-host test networks\n" + lines)
+
     @property
     def _options(self) -> str:
-        """Server options: loopback only, socket in our folder, durability on (the defaults, said)."""
-        return (f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.root} -c fsync=on "
+        """Server options: loopback (plus ``host``), socket in our folder, durability on (the defaults, said)."""
+        listen = LOOPBACK if self.host is None else f"{LOOPBACK},{self.host}"
+        return (f"-p {self.port} -c listen_addresses='{listen}' -k {self.root} -c fsync=on "
                 "-c synchronous_commit=on -c full_page_writes=on -c max_connections=200")
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{DB_USER}@{LOOPBACK}:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str | None = None) -> str:
+        """The URL on loopback, or on ``host`` (one of the addresses it listens on)."""
+        return f"postgresql://{DB_USER}@{host or LOOPBACK}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its URL."""

@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from cds.store.admin import ModelActivity
+from cds.store.rows import StudyRow
 
 T = TypeVar("T")
 
@@ -20,17 +21,8 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-class StudyOut(BaseModel):
-    study_uid: str
-    patient_key: str | None = None
-    accession: str | None = None
-    study_date: str | None = None
-    first_received: float | None = None
-    last_received: float | None = None
-    state: str
-    generation: int
-    stable_at: float | None = None
-    n_instances: int
+class StudyOut(StudyRow):
+    """A study as the API shows it: today every column the store tracks (nothing internal there)."""
 
 
 class CaseOut(BaseModel):
