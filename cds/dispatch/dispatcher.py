@@ -105,9 +105,26 @@ class Dispatcher:
             handled += 1
 
     def run_forever(self, stop: threading.Event, idle_s: float = 1.0) -> None:
+        """Deliver until ``stop``. A round that fails (the store unavailable: a PostgreSQL
+        restart, a full disk; or a bug) never ends the loop: it waits, and once the store answers
+        again the items this deliverer held are due at once instead of after their lease."""
+        held = False
         try:
             while not stop.is_set():
-                if self.run_once() == 0:
+                try:
+                    if held:
+                        released = self.store.outbox_release_held(self.worker)
+                        held = False
+                        if released:
+                            log.warning("dispatcher: %d output(s) held during a store failure are due again",
+                                        released)
+                    handled = self.run_once()
+                except Exception:
+                    held = True
+                    log.exception("dispatcher: a delivery round failed; trying again")
+                    stop.wait(max(idle_s, 1.0))
+                    continue
+                if handled == 0:
                     stop.wait(idle_s)
         finally:
             self.close()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import JobHandler
@@ -19,6 +20,8 @@ from cds.contracts.settings import Settings
 from cds.store import Store, worker_name
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 LANES: dict[str, tuple[str, ...]] = {
@@ -83,35 +86,57 @@ class WorkerPool:
             return False
         handler = self.handlers.get(job.kind)
         if handler is None:
-            self.store.fail_job(job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None, worker=worker)
+            self._record(job.id, lambda: self.store.fail_job(
+                job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None, worker=worker))
             return True
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
         try:
             with LeaseHeartbeat(self.store, job.id, worker, self.settings.job_lease_s):
                 note = handler(job)
         except PermanentError as exc:
-            self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=None, worker=worker)
+            error = f"{type(exc).__name__}: {exc}"
+            self._record(job.id, lambda: self.store.fail_job(job.id, error, retry_delay_s=None, worker=worker))
             log.error("job %d dead: %s", job.id, exc)
         except PeerUnreachable as exc:
             # An outage of any length within the retry budget: capped backoff, never dead on the
             # attempt count; the dispatcher's probe makes it due when the peer answers again.
             within = self.settings.within_retry_budget(job.created_at, time.time())
-            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", ignore_attempts=within, worker=worker,
-                                        retry_delay_s=self.settings.backoff_s(job.attempts) if within else None)
+            error = f"{type(exc).__name__}: {exc}"
+            state = self._record(job.id, lambda: self.store.fail_job(
+                job.id, error, ignore_attempts=within, worker=worker,
+                retry_delay_s=self.settings.backoff_s(job.attempts) if within else None))
             log.warning("job %d (attempt %d) waits for %s, now %s", job.id, job.attempts, exc.peer, state)
         except Exception as exc:
             # TransientError, and anything unforeseen (a bug): retried with backoff until
             # max_attempts, then dead, so nothing is lost; the traceback goes to the log.
             delay = self.settings.backoff_s(job.attempts)
-            state = self.store.fail_job(job.id, f"{type(exc).__name__}: {exc}", retry_delay_s=delay, worker=worker)
+            error = f"{type(exc).__name__}: {exc}"
+            state = self._record(job.id, lambda: self.store.fail_job(job.id, error, retry_delay_s=delay, worker=worker))
             log.exception("job %d failed (attempt %d), now %s", job.id, job.attempts, state)
         else:
-            if self.store.finish_job(job.id, note or "", worker=worker):
+            if self._record(job.id, lambda: self.store.finish_job(job.id, note or "", worker=worker)):
                 log.info("job %d done%s", job.id, f": {note}" if note else "")
             else:  # its lease expired and another worker took it over: that run records the outcome
                 log.warning("job %d finished after its lease was taken over; outcome left to the new run",
                             job.id)
         return True
+
+    def _record(self, job_id: int, action: Callable[[], T]) -> T:
+        """Record a job's outcome, retrying while the store does not answer (a PostgreSQL restart)
+        for up to one lease: the work is done, and giving up would leave the job 'running' until
+        its lease runs out (15 minutes by default) and then run it again."""
+        deadline = time.monotonic() + self.settings.job_lease_s
+        delay = 0.25
+        while True:
+            try:
+                return action()
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %d: recording its outcome failed; retrying in %.2f s", job_id, delay,
+                            exc_info=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def drain(self, worker: str = "") -> int:
         """Run due jobs in this thread until none is due (used by `cds analyze` and tests)."""
@@ -122,12 +147,18 @@ class WorkerPool:
         return n
 
     def _loop(self, name: str, lane: str) -> None:
+        held = False  # a store failure may have left a job claimed by this thread without its knowing
         while not self._stop.is_set():
             try:
+                if held:
+                    released = self.store.release_held_jobs(name)
+                    held = False
+                    if released:
+                        log.warning("worker %s: %d job(s) held during a store failure queued again", name, released)
                 ran = self.run_one(name, lane)
             except Exception:  # the store itself failed; keep the worker alive
-                log.exception("worker %s: claiming a job failed", name)
-                ran = False
+                log.exception("worker %s: a store operation failed (store unavailable?)", name)
+                held, ran = True, False
             if not ran:
                 self._stop.wait(self.settings.poll_interval_s)
 

@@ -117,6 +117,16 @@ class JobStore(Database):
             ).fetchone()
         return _job(row) if row else None
 
+    def release_held_jobs(self, worker: str) -> int:
+        """Queue again, due now, the jobs ``worker`` still holds (see :meth:`outbox_release_held`):
+        a worker thread calls it when it holds no job it knows of, after a store failure."""
+        now = time.time()
+        with self.tx() as con:
+            cur = con.execute(
+                "UPDATE jobs SET state='queued', next_run_at=?, lease_until=NULL, updated_at=? "
+                "WHERE state='running' AND worker=?", (now, now, worker))
+        return int(cur.rowcount or 0)
+
     def extend_job_lease(self, job_id: int, worker: str, lease_s: float) -> bool:
         """Push a running job's lease forward while its worker is alive (the heartbeat).
 

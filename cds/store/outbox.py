@@ -70,6 +70,17 @@ class OutboxStore(Database):
                               (reason, item_id, worker, worker))
         return cur.rowcount == 1
 
+    def outbox_release_held(self, worker: str) -> int:
+        """Put back every item ``worker`` still holds: after a round that failed on the store (a
+        PostgreSQL restart) the deliverer does not know which outcome was recorded, so what it
+        holds is due again now rather than after its lease. Delivery is idempotent (the same
+        SOP Instance UID, a FHIR conditional write), so a repeat duplicates nothing."""
+        with self.tx() as con:
+            cur = con.execute(
+                "UPDATE outbox SET state='pending', next_attempt_at=?, lease_until=NULL "
+                "WHERE state='delivering' AND worker=?", (time.time(), worker))
+        return int(cur.rowcount or 0)
+
     # Listings never read the payload blobs (a PDF or a FHIR resource per row, and patient data):
     # an item listed this way has ``payload=None``; delivery claims the whole row.
     _LISTED = ("id, kind, destination, key, payload_path, meta, state, attempts, last_error, "
