@@ -6,6 +6,8 @@ threshold and the lesion gate are fitted on the calibration split only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
@@ -151,6 +153,8 @@ def evaluate(net: MammoNet, calib: MammoArrays, test: MammoArrays) -> EvalResult
         "lesion_report_max_p_normal": lesion_gate,
         "lesion_marks_ungated": detection_rates(st, test_masks, seg_t, p_after[:, normal]),
         "lesion_marks_reported": detection_rates(st, test_masks, seg_t, p_after[:, normal], lesion_gate),
+        "froc": lesion_froc((sc, cal_masks, calib.lesion_type, pc_after[:, normal]),
+                            (st, test_masks, test.lesion_type, p_after[:, normal]), seg_t, lesion_gate),
         "grade_qwk": float(cohen_kappa_score(test.grade, grade_pred, weights="quadratic")),
         "ece_top_label_before": cal.expected_calibration_error(p_before, test.y),
         "ece_top_label_after": cal.expected_calibration_error(p_after, test.y),
@@ -163,3 +167,96 @@ def evaluate(net: MammoNet, calib: MammoArrays, test: MammoArrays) -> EvalResult
     }
     return EvalResult(metrics=metrics, temperature=T, thresholds=thresholds, seg_threshold=float(seg_t),
                       lesion_gate=lesion_gate)
+
+
+FROC_PROTOCOL = (
+    "Lesion-level detection (models/mammography/training/froc.py): marks are 8-connected components "
+    "of the map at lesion_mask_threshold with at least min_component_pixels pixels; a mark's score is "
+    "its peak or mean probability (mark_score, chosen on the calibration split); a mark hits when its "
+    "centroid lies inside the lesion mask (DDSM/INbreast CAD practice; several hits on one lesion count "
+    "once and are not false marks, as in LUNA16). Score thresholds for 0.25/0.5/1 false marks per image "
+    "are fitted on the calibration split and the test split is scored once with them "
+    "(at_calibration_thresholds); test_sweep_sensitivity is the test split's own FROC. Dice is over the "
+    "detected lesions' hitting marks. 'map': every image's marks; 'as_reported': only images the "
+    "P(normal) gate reports (lesion_report_max_p_normal).")
+
+
+def lesion_froc(cal: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                seg_t: float, gate: float) -> dict:
+    """FROC of the map and of the marks as reported, each ``(prob, masks, kinds, p_normal)``.
+
+    The mark score rule and the score thresholds are chosen on ``cal``; ``test`` is scored once.
+    """
+    from models.mammography.training import froc
+
+    out: dict = {"protocol": FROC_PROTOCOL, "component_threshold": float(seg_t),
+                 "min_component_pixels": MIN_LESION_PIXELS}
+    for name, gated in (("map", False), ("as_reported", True)):
+        marks = [{rule: froc.find_marks(p, m, k, seg_t, MIN_LESION_PIXELS, rule, keep=(pn <= gate) if gated else None)
+                  for rule in froc.SCORE_RULES} for p, m, k, pn in (cal, test)]
+        out[name] = froc.froc_report(marks[0], marks[1])
+    return out
+
+
+def _onnx_split(session: object, exams: list[int], seed: int, rows: int, columns: int, workers: int) -> dict:
+    """Render ``exams`` exactly as training did (:func:`data._render_exam`) and run the ONNX at alpha 0."""
+    from models.mammography.pairing import bilateral_input
+    from models.mammography.training.data import _render_exam
+
+    jobs = [(i, seed, rows, columns) for i in exams]
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            rendered = list(pool.map(_render_exam, jobs, chunksize=4))
+    else:
+        rendered = [_render_exam(j) for j in jobs]
+    logits, probs, masks, kinds = [], [], [], []
+    for views in rendered:
+        imgs = np.stack([v[0] for v in views]).astype(np.float32)
+        x = bilateral_input(imgs, imgs[[v[7] for v in views]])
+        lg, lp = session.run(["class_logits", "lesion_prob"],
+                             {"image": np.ascontiguousarray(x, np.float32), "tta_alpha": np.zeros(1, np.float32)})
+        logits.append(lg)
+        probs.append(lp[:, 0])
+        masks += [v[1].astype(bool) for v in views]
+        kinds += [v[6] for v in views]
+    return {"logits": np.concatenate(logits), "prob": np.concatenate(probs), "mask": np.stack(masks),
+            "kind": np.asarray(kinds)}
+
+
+def froc_for_shipped(folder: Path, seed: int = 0, n_exams: int | None = None, rows: int = 512, columns: int = 416,
+                     workers: int = 2, write: bool = True) -> dict:
+    """Add the FROC block to the card of already-trained weights in ``folder`` (no retraining).
+
+    Re-renders the calibration and test exams of the training data set, runs the shipped ONNX,
+    reuses the card's temperature, mask threshold and P(normal) gate (all fitted on calibration
+    data at training time), and writes ``metrics.froc``; the weight files are only read. Returns
+    the block plus the test IoU recomputed from the ONNX (a check that the splits match the card's).
+    """
+    import onnxruntime as ort
+
+    from cds.contracts.cards import ModelCard
+    from models.mammography.training.config import CARD_NAME, N_EXAMS, ONNX_NAME
+
+    folder = Path(folder)
+    n_exams = N_EXAMS if n_exams is None else n_exams
+    card = ModelCard.read(folder / CARD_NAME)
+    session = ort.InferenceSession(str(folder / ONNX_NAME), providers=["CPUExecutionProvider"])
+    split = {name: _onnx_split(session, [i for i in range(n_exams) if i % 5 == k], seed, rows, columns, workers)
+             for name, k in (("calibration", 3), ("test", 4))}
+    temperature = float(card.calibration["temperature"])
+    seg_t = float(card.metrics["lesion_mask_threshold"])
+    gate = float(card.metrics["lesion_report_max_p_normal"])
+    normal = MAMMO_CLASSES.index("normal")
+    parts = [(s["prob"], s["mask"], s["kind"], cal.apply_temperature(s["logits"], temperature)[:, normal])
+             for s in (split["calibration"], split["test"])]
+    block = lesion_froc(parts[0], parts[1], seg_t, gate)
+    block["scored"] = (f"shipped ONNX on re-rendered calibration/test splits ({n_exams} exams, seed {seed}), "
+                       "added without retraining (issue 18)")
+    if write:
+        card.metrics["froc"] = block
+        card.write(folder / CARD_NAME)
+    return {"froc": block, "test_iou_recomputed": seg_scores(split["test"]["prob"], split["test"]["mask"], seg_t)[0]}

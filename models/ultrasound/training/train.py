@@ -31,8 +31,10 @@ NAME = "ultrasound-lesion-encoder"
 VERSION = "1.0.0"
 RADIOMICS_NOTE = {
     "radiomics_implementation": "models/ultrasound/radiomics.py, written with scikit-image, scipy and "
-    "PyWavelets: pyradiomics 3.x failed to build here (sdist needs numpy at build time) and mirp 2.7 "
-    "requires pandas>=3, which breaks lifelines. Feature names follow pyradiomics.",
+    "PyWavelets: pyradiomics 3.x failed to build here (sdist needs numpy at build time). Checked against "
+    "mirp 2.5 (IBSI-compliant) in tests/unit/models/ultrasound/test_radiomics_ibsi.py: first-order, GLCM, "
+    "GLRLM, GLSZM and elongation agree to 1e-6; the 2D shape features IBSI does not define are listed there. "
+    "Feature names follow pyradiomics.",
     "lesion_box": "box given by the caller, else a region drawn in an SR of the same study on that image "
                   "(models/ultrasound/sr_region.py: TID 1500 planar ROIs or any SCOORD POLYLINE/POLYGON/"
                   "CIRCLE/ELLIPSE/MULTIPOINT/POINT), else automatic (darkest compact region, "
