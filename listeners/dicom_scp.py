@@ -5,7 +5,9 @@ whole instance in memory: a slide level can be gigabytes), the header is checked
 pixel data, the file is fsynced and renamed into ``<data>/spool/<study>/<series>/<sop>.dcm``,
 the folder is fsynced, the instance is indexed in the store, and only then Success is returned.
 A refused instance gets a specific status, a row in ``rejections`` and a copy in
-``<data>/rejected`` for inspection; it never aborts the association.
+``<data>/rejected`` for inspection; it never aborts the association. The BALP receipt is one
+record per study per association (:class:`cds.audit.trail.AssociationReceipts`): the first
+instance of each study is recorded before its Success, the rest in batches and at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification
 
+from cds.audit.trail import AssociationReceipts
 from cds.contracts.settings import Settings
 from cds.intake.completeness import content_complete
 from cds.intake.instance_check import (
@@ -188,7 +191,7 @@ class DicomListener:
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_CONN_CLOSE, lambda event: discard_unclaimed(event.assoc)),
+            (evt.EVT_CONN_CLOSE, self._on_conn_close),
             (evt.EVT_RELEASED, self._on_released),
         ]
         if self.settings.tls_ae_identities:  # calling AE titles bound to certificate identities
@@ -272,12 +275,30 @@ class DicomListener:
                               f"could not write the instance to disk: {sink.error.strerror}", None)
         outcome = spool_instance(self.settings, self.store, Path(event.dataset_path), calling_ae,
                                  command_sop_class=str(req.AffectedSOPClassUID),
-                                 command_sop_instance=sop_uid)
+                                 command_sop_instance=sop_uid, receipts=self._receipts(event.assoc))
         if outcome.ok and outcome.meta is not None:
             studies: set[str] = getattr(event.assoc, "_cds_studies", set())
             studies.add(outcome.meta.study_instance_uid)
             event.assoc._cds_studies = studies  # read at release; the association is ours alone
         return outcome.status
+
+    def _receipts(self, assoc: Any) -> AssociationReceipts:
+        """The association's receipt records (one per study, see AssociationReceipts)."""
+        receipts = getattr(assoc, "_cds_receipts", None)
+        if receipts is None:
+            peer = str(getattr(assoc.requestor, "address", "") or "")
+            receipts = AssociationReceipts(self.settings, printable_ae(assoc.requestor.ae_title), peer)
+            assoc._cds_receipts = receipts  # the association is ours alone
+        return receipts
+
+    def _on_conn_close(self, event: Any) -> None:
+        """However the connection ended: pending receipt records written, unclaimed temp files gone."""
+        try:
+            receipts = getattr(event.assoc, "_cds_receipts", None)
+            if receipts is not None:
+                receipts.close()
+        finally:
+            discard_unclaimed(event.assoc)
 
     def _on_released(self, event: Any) -> None:
         """The sender released the association normally: the studies it sent are complete.
@@ -286,6 +307,9 @@ class DicomListener:
         association, so waiting another stable age after the release only adds latency. An
         aborted association proves nothing and leaves its studies to the stable age.
         """
+        receipts = getattr(event.assoc, "_cds_receipts", None)
+        if receipts is not None:  # the trail names every instance before the study is promoted
+            receipts.close()
         studies = sorted(getattr(event.assoc, "_cds_studies", ()))
         if not (self.settings.complete_on_release and studies):
             return

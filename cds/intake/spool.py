@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cds.audit.trail import audit_receipt
+from cds.audit.trail import AssociationReceipts, audit_receipt
 from cds.contracts.domain import InstanceRecord
 from cds.contracts.settings import Settings
 from cds.contracts.uids import is_valid_uid
@@ -83,10 +83,13 @@ def refuse(settings: Settings, store: Store, calling_ae: str, sop_uid: str, stat
 
 
 def spool_instance(settings: Settings, store: Store, tmp: Path, calling_ae: str, *,
-                   command_sop_class: str, command_sop_instance: str) -> IntakeOutcome:
+                   command_sop_class: str, command_sop_instance: str,
+                   receipts: AssociationReceipts | None = None) -> IntakeOutcome:
     """Check, spool and index one received file; the file at ``tmp`` is moved or quarantined.
 
-    Whatever goes wrong, the answer is a status with a recorded reason, never an exception.
+    Whatever goes wrong, the answer is a status with a recorded reason, never an exception. The
+    BALP receipt goes to ``receipts`` (one record per study per association, the DICOM listener)
+    or, without it, is written for this instance alone (STOW-RS, ``cds analyze``).
     """
     try:
         outcome = _spool_checked(settings, store, tmp, calling_ae, command_sop_class=command_sop_class,
@@ -98,8 +101,13 @@ def spool_instance(settings: Settings, store: Store, tmp: Path, calling_ae: str,
                tmp if tmp.exists() else None)
         return IntakeOutcome(STATUS_INTERNAL, reason)
     if outcome.ok and outcome.meta is not None and not outcome.duplicate:  # BALP receipt record
-        audit_receipt(settings, patient_key=outcome.meta.patient.key, calling_ae=calling_ae,
-                      study_uid=outcome.meta.study_instance_uid, sop_uid=outcome.meta.sop_instance_uid)
+        meta = outcome.meta
+        if receipts is not None:
+            receipts.received(patient_key=meta.patient.key, study_uid=meta.study_instance_uid,
+                              sop_uid=meta.sop_instance_uid)
+        else:
+            audit_receipt(settings, patient_key=meta.patient.key, calling_ae=calling_ae,
+                          study_uid=meta.study_instance_uid, sop_uid=meta.sop_instance_uid)
     return outcome
 
 
@@ -118,12 +126,9 @@ def _spool_checked(settings: Settings, store: Store, tmp: Path, calling_ae: str,
         modality=meta.modality, path=tmp, transfer_syntax_uid=meta.transfer_syntax_uid,
         calling_ae=calling_ae,
     )
-    if store.instance_exists(meta.sop_instance_uid):
-        store.record_instance(record, meta.patient)  # counts the duplicate, keeps the first copy
-        tmp.unlink(missing_ok=True)
-        log.info("duplicate instance %s acknowledged (already stored)", meta.sop_instance_uid)
-        return IntakeOutcome(STATUS_SUCCESS, "duplicate", meta, duplicate=True)
-
+    # No "already indexed?" query first: a duplicate finds its spool file taken (place_new is
+    # False) or, sent under other Study/Series UIDs, is refused by the index (record_instance is
+    # False); one query less for every instance that is not a duplicate.
     dest = spool_path(settings.spool_dir, meta.study_instance_uid, meta.series_instance_uid,
                       meta.sop_instance_uid)
     placed = False
@@ -132,10 +137,14 @@ def _spool_checked(settings: Settings, store: Store, tmp: Path, calling_ae: str,
         placed = place_new(tmp, dest)
         if not placed:  # another association is storing this very instance, or a crash left it
             return _existing_file(settings, store, tmp, calling_ae, record, meta)
-        store.record_instance(
-            record.model_copy(update={"path": dest.resolve(), "size_bytes": size}),
+        indexed = store.record_instance(
+            record.model_copy(update={"path": dest, "size_bytes": size}),
             meta.patient, accession=meta.accession_number, study_date=meta.study_date,
         )
+        if not indexed:  # stored before under other Study/Series UIDs: that first copy stays
+            dest.unlink(missing_ok=True)
+            log.info("duplicate instance %s acknowledged (already stored)", meta.sop_instance_uid)
+            return IntakeOutcome(STATUS_SUCCESS, "duplicate", meta, duplicate=True)
     except Exception as exc:  # not acknowledged: the sender keeps it and retries
         if placed and not store.instance_exists(meta.sop_instance_uid):
             try:
@@ -177,7 +186,7 @@ def _existing_file(settings: Settings, store: Store, tmp: Path, calling_ae: str,
         dest.unlink(missing_ok=True)
         if place_new(tmp, dest):
             size = dest.stat().st_size
-            store.record_instance(record.model_copy(update={"path": dest.resolve(), "size_bytes": size}),
+            store.record_instance(record.model_copy(update={"path": dest, "size_bytes": size}),
                                   meta.patient, accession=meta.accession_number, study_date=meta.study_date)
             return IntakeOutcome(STATUS_SUCCESS, "", meta)
     reason = ("an instance with this SOP Instance UID is being stored by another association "

@@ -76,7 +76,9 @@ def quiet_third_party_loggers() -> None:
     for name in ("httpx", "httpcore", "hpack", "urllib3", "weasyprint", "fontTools", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
-    logging.getLogger("pynetdicom").setLevel(logging.INFO)  # DEBUG dumps PDUs and datasets
+    # never DEBUG (it dumps PDUs and datasets); and no quieter than the site asked: INFO logs a line
+    # per received instance, which CDS_LOG_LEVEL=WARNING must silence
+    logging.getLogger("pynetdicom").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         from pynetdicom import _config
     except ImportError:  # pragma: no cover - pynetdicom is a runtime dependency
