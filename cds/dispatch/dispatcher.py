@@ -125,6 +125,10 @@ class Dispatcher:
                     stop.wait(max(idle_s, 1.0))
                     continue
                 if handled == 0:
+                    try:
+                        self.targets.idle()  # release a held association while there is nothing to send
+                    except Exception:  # a release that fails changes nothing delivered
+                        log.warning("dispatcher: releasing an idle connection failed", exc_info=True)
                     stop.wait(idle_s)
         finally:
             self.close()

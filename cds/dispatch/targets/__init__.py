@@ -66,6 +66,13 @@ class Targets:
             self._open[name] = self._make(name)
         return self._open[name]
 
+    def idle(self) -> None:
+        """Nothing is due now: let targets that keep a connection (C-STORE) release it."""
+        for target in self._open.values():
+            release = getattr(target, "idle", None)
+            if release is not None:
+                release()
+
     def close(self) -> None:
         for target in self._open.values():
             target.close()
