@@ -1,6 +1,7 @@
 """API latency under load, and what that load costs ingest.
 
-Drives `cds serve` (models on, HTTP API on loopback) with an open-loop load of --rate requests/s
+Drives `cds serve` (models on, HTTP API on loopback; then again with the API in its own `cds api`
+process beside it) with an open-loop load of --rate requests/s
 over a mix of API reads, while mammography studies keep arriving over C-STORE and are analysed.
 Latency is measured from each request's scheduled send time (open loop: a slow answer delays no
 later request, so queueing shows up in the figure instead of hiding). Then `bench/ingest`'s
@@ -144,13 +145,17 @@ def measure(name: str, work: Path, port: int, aet: str, base: str, paths: tuple[
               "p95_ingest": statistics.median(p95_ingest),
               "ingest_quiet": statistics.median(quiet), "ingest_loaded": statistics.median(loaded),
               "failures": fails, "studies_fed": feeder.sent}
-    print(f"{name:10s} API p50 {result['p50'] * 1000:7.1f} ms  p95 {result['p95'] * 1000:7.1f} ms "
+    print(f"{name:22s} API p50 {result['p50'] * 1000:7.1f} ms  p95 {result['p95'] * 1000:7.1f} ms "
           f"(p95 {result['p95_ingest'] * 1000:.1f} ms during the timed ingest; {fails} failed requests)  ingest quiet {result['ingest_quiet']:.2f} s, under load "
           f"{result['ingest_loaded']:.2f} s  ({feeder.sent} studies fed)")
     return result
 
 
-def with_cds(work: Path, fn: Callable[[int, str, dict[str, str]], dict[str, float]]) -> dict[str, float]:
+def with_cds(work: Path, fn: Callable[[int, str, dict[str, str]], dict[str, float]], *,
+             split: bool = False) -> dict[str, float]:
+    """Run ``fn`` against `cds serve` (everything in one process), or with ``split`` against
+    `cds serve` without HTTP plus a separate `cds api` process on the same store."""
+    work.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     tokens = work / "api-tokens"
     tokens.write_text(f"{hashlib.sha256(token.encode()).hexdigest()} admin bench\n")
@@ -160,14 +165,19 @@ def with_cds(work: Path, fn: Callable[[int, str, dict[str, str]], dict[str, floa
            "CDS_HOST": "127.0.0.1", "CDS_HTTP_PORT": str(http_port), "CDS_STABLE_AGE_S": "2",
            "CDS_LOG_LEVEL": "WARNING", "CDS_HTTP_API_TOKENS_FILE": str(tokens),
            "CDS_OUTPUT_DIR": str(work / "cds-output")}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO,
+                              env={**env, "CDS_HTTP_ENABLED": "false"} if split else env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         wait_port_open(port, timeout_s=120)
-        wait_port_open(http_port, timeout_s=60)
+        if split:
+            procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, cwd=REPO,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port_open(http_port, timeout_s=120)
         return fn(port, f"http://127.0.0.1:{http_port}", {"Authorization": f"Bearer {token}"})
     finally:
-        stop_process(proc)
+        for proc in procs:
+            stop_process(proc)
 
 
 def main() -> None:
@@ -184,13 +194,17 @@ def main() -> None:
     print(f"open-loop load {args.rate:.0f} req/s for {args.seconds:.0f} s per window, {args.repeats} "
           f"repeats (medians); ingest {args.n} x 27 MB MG in one association; {os.cpu_count()} cores")
     try:
-        cds = with_cds(work, lambda port, base, headers: measure(
-            "cds", work, port, "CDS", base, CDS_PATHS, headers, args))
+        cds = with_cds(work / "one", lambda port, base, headers: measure(
+            "cds serve", work, port, "CDS", base, CDS_PATHS, headers, args))
+        split = with_cds(work / "split", lambda port, base, headers: measure(
+            "cds api", work, port, "CDS", base, CDS_PATHS, headers, args), split=True)
         with OrthancServer(work / "orthanc", aet="ORTHANC") as orthanc:
             peer = measure("Orthanc", work, orthanc.dicom_port, "ORTHANC",
                            f"http://127.0.0.1:{orthanc.http_port}", ORTHANC_PATHS, {}, args)
-        print(f"ratio API p95 cds / Orthanc REST: {cds['p95'] / peer['p95']:.2f}")
-        print(f"ingest under load / quiet: cds {cds['ingest_loaded'] / cds['ingest_quiet']:.2f}, "
+        print(f"ratio API p95 / Orthanc REST p95: cds serve (one process) {cds['p95'] / peer['p95']:.2f}, "
+              f"cds api (own process) {split['p95'] / peer['p95']:.2f}")
+        print(f"ingest under load / quiet: cds serve {cds['ingest_loaded'] / cds['ingest_quiet']:.2f}, "
+              f"cds api beside cds serve {split['ingest_loaded'] / split['ingest_quiet']:.2f}, "
               f"Orthanc {peer['ingest_loaded'] / peer['ingest_quiet']:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
