@@ -4,6 +4,7 @@ clinician review's status change as a conditional update (see :mod:`cds.fhir.wri
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from cds.contracts.errors import PeerUnreachable, PermanentError
@@ -12,18 +13,27 @@ from cds.contracts.settings import Settings
 from cds.fhir.client import FhirClient, FhirError
 from cds.fhir.writeback import write_back
 
+log = logging.getLogger(__name__)
+
 
 def resolve_subject(client: FhirClient, resource: dict[str, Any]) -> None:
     """Turn a logical patient reference (identifier only) into ``Patient/<id>`` when the server
     knows the patient, so ``RiskAssessment?subject=Patient/<id>`` finds study-level results too.
-    Left logical when the patient is not (yet) on the server."""
+    Left logical when the patient is not (yet) on the server, or when the server refuses the
+    search (a 4xx: said in the log). A server that does not answer is an outage: the delivery
+    waits for it rather than writing a reference it could have resolved, which a later
+    conditional create would never correct."""
     subject = resource.get("subject")
     if not isinstance(subject, dict) or subject.get("reference") or not subject.get("identifier"):
         return
     ident = subject["identifier"]
     try:
         found = client.search("Patient", {"identifier": f"{ident.get('system', '')}|{ident.get('value', '')}"})
-    except FhirError:
+    except FhirError as exc:
+        if not exc.permanent:
+            raise PeerUnreachable("fhir", f"patient search before writing {resource.get('resourceType')}: {exc}") from exc
+        log.warning("FHIR server refused the patient search (%s); %s keeps its logical subject reference",
+                    exc.status, resource.get("resourceType"))
         return
     if len(found) == 1 and found[0].get("id"):
         subject["reference"] = f"Patient/{found[0]['id']}"
