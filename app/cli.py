@@ -80,12 +80,15 @@ def _run_until_signal(config: Path | None, parts: tuple[str, ...] | None, lanes:
     """Start the chosen parts of the service and run until SIGTERM/SIGINT."""
     from app.service import Service
 
-    # Wait for SIGTERM/SIGINT with sigwait, not a handler: a handler that sets an Event can
-    # deadlock if the signal lands while the main thread holds that Event's lock. Blocking the
-    # signals before anything starts a thread (building the service does) makes every thread
-    # inherit the mask; a signal during start-up waits for sigwait and stops the service at once.
-    wanted = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    # SIGTERM/SIGINT are caught by a handler that only appends to a list (no lock, so it cannot
+    # deadlock with the code it interrupts), installed before anything else: native threads exist
+    # from the first imports (numpy's BLAS pool), so blocking the signals per thread cannot cover
+    # them all, and a signal the kernel gives such a thread would otherwise kill the process with
+    # the default action. The main thread looks at the list while it waits; a signal during
+    # start-up stops the service as soon as it has started.
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda sig, frame: received.append(sig))
     settings = load_settings(config)
     setup_logging(settings.log_level)
     with models_required():
@@ -102,7 +105,8 @@ def _run_until_signal(config: Path | None, parts: tuple[str, ...] | None, lanes:
         log.info("DICOM listener %s on port %s", settings.ae_title, service.listener.port)
     if service.http is not None:
         log.info("HTTP on %s (port %d)", service.http.url, service.http.port)
-    signal.sigwait(wanted)
+    while not received:
+        time.sleep(0.2)
     service.stop()
 
 
