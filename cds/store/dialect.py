@@ -32,6 +32,7 @@ What is translated (and nothing else; a construct not listed reaches PostgreSQL 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cds.store.schema import SCHEMA
@@ -74,19 +75,26 @@ class UnsupportedSql(ValueError):
     """A SQLite construct with no PostgreSQL translation here (the message names it)."""
 
 
-def _split_args(body: str) -> list[str]:
-    """Top-level comma-separated arguments of a function call body."""
-    args, depth, start, quote = [], 0, 0, ""
-    for i, ch in enumerate(body):
+def _unquoted(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parenthesis depth after it) of every character outside quotes, from ``start``."""
+    depth, quote = 0, ""
+    for i in range(start, len(text)):
+        ch = text[i]
         if quote:
             quote = "" if ch == quote else quote
-        elif ch in "'\"":
+            continue
+        if ch in "'\"":
             quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
+            continue
+        depth += (ch == "(") - (ch == ")")
+        yield i, ch, depth
+
+
+def _split_args(body: str) -> list[str]:
+    """Top-level comma-separated arguments of a function call body."""
+    args, start = [], 0
+    for i, ch, depth in _unquoted(body):
+        if ch == "," and depth == 0:
             args.append(body[start:i].strip())
             start = i + 1
     args.append(body[start:].strip())
@@ -95,19 +103,9 @@ def _split_args(body: str) -> list[str]:
 
 def _close_paren(sql: str, open_at: int) -> int:
     """Index of the parenthesis closing the one at ``open_at`` (quotes respected)."""
-    depth, quote = 0, ""
-    for i in range(open_at, len(sql)):
-        ch = sql[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+    for i, ch, depth in _unquoted(sql, open_at):
+        if ch == ")" and depth == 0:
+            return i
     raise UnsupportedSql(f"unbalanced parentheses in SQL near {sql[open_at:open_at + 40]!r}")
 
 
