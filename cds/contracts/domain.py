@@ -214,12 +214,35 @@ class MammoImageFinding(Frozen):
         return max(self.class_probabilities, key=self.class_probabilities.__getitem__)
 
 
+class SimilarExample(Frozen):
+    """A pathology patch from a model's synthetic reference bank that lies near a mammography
+    finding in the shared mammography-pathology embedding. It illustrates what similar findings
+    looked like under the microscope in the training phantoms; it is never this patient's
+    pathology, and every writer labels it so."""
+
+    bank_id: str  # the patch's id in the bank (e.g. "bank-0042")
+    label: str  # the reference patch's tissue class, e.g. "invasive carcinoma"
+    similarity: float = Field(ge=-1.0, le=1.0)  # cosine in the shared embedding
+    image: ArrayFile  # RGB uint8 patch, for the PDF and the pages
+
+
+class SimilarPathology(Frozen):
+    """The top-K reference patches for one lesion of one image."""
+
+    sop_instance_uid: str
+    lesion_tracking_uid: str
+    examples: list[SimilarExample]
+    model: ModelIdentity  # the alignment model that embedded the lesion and the bank
+    bank: str  # what the bank is, for the reader: e.g. "480 patches of synthetic slides, seed 0"
+
+
 class MammographyResult(Frozen):
     images: list[MammoImageFinding]
     exam_malignancy: Calibrated  # per exam: max over images
     tta_applied: bool = False
     not_analysed: list[NotAnalysed] = Field(default_factory=list)
     grade_labels: list[str] = Field(default_factory=list)  # names of grade_probabilities' classes
+    similar_pathology: list[SimilarPathology] = Field(default_factory=list)  # per lesion, if enabled
 
 
 class SlideTile(Frozen):

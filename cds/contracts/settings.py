@@ -221,6 +221,12 @@ class Settings(SecuritySettings, HttpSettings):
         description="Import paths of a site's own model modules (each with load(settings)).",
     )
     tta: bool = Field(False, description="Test-time adaptation of normalization statistics.")
+    similar_pathology_k: int = Field(
+        3, ge=0, le=10,
+        description="Reference pathology patches shown beside each mammography lesion (the "
+        "cross-modal alignment model, models/crossmodal); 0 shows none. Disable the model itself "
+        "with CDS_DISABLED_MODELS=crossmodal.",
+    )
     operating_point: dict[str, str] = Field(
         default_factory=dict,
         description="Decision threshold per model (mammography, slides): a card operating point "
