@@ -51,6 +51,9 @@ def require_models(settings: Settings) -> ModelRegistry:
     return registry
 
 
+DELIVERY_LANES: tuple[tuple[str, ...], ...] = (("pacs",), ("fhir", "folder"))
+"""Outbox destinations each delivery thread serves; together they cover every destination."""
+
 PARTS = ("listen", "work", "dispatch", "schedule", "api")
 """The parts of the service. `cds serve` runs them all in one process; `cds listen`, `cds work`,
 `cds dispatch` and `cds api` run one each, against one store and one shared spool."""
@@ -81,14 +84,16 @@ class Service:
         self.workers = WorkerPool(settings, self.store, self.pipeline.handlers, lanes=lanes)
         self.scheduler = StabilityScheduler(settings, self.store)
         self.listener = DicomListener(settings, self.store) if "listen" in self.parts else None
-        self.dispatcher = Dispatcher(settings, self.store)
+        self.dispatcher = Dispatcher(settings, self.store)  # every destination: run_once callers
+        # The running service delivers to the PACS and to the rest (FHIR, folder) in parallel.
+        self.deliverers = [Dispatcher(settings, self.store, destinations=group) for group in DELIVERY_LANES]
         self.http: HttpServer | None = None
         if "api" in self.parts and settings.http_enabled:
             self.http = HttpServer(HttpContext(
                 settings, self.store, self.registry,
                 enqueue_case=lambda key: self.pipeline.enqueue_case(key, force=True)))
         self._stop = threading.Event()
-        self._dispatch_thread: threading.Thread | None = None
+        self._dispatch_threads: list[threading.Thread] = []
 
     def start(self) -> None:
         if self.parts & {"work", "dispatch"}:
@@ -100,10 +105,11 @@ class Service:
         if "work" in self.parts:
             self.workers.start()
         if "dispatch" in self.parts:
-            self._dispatch_thread = threading.Thread(
-                target=self.dispatcher.run_forever, args=(self._stop, self.settings.poll_interval_s),
-                name="cds-dispatch", daemon=True)
-            self._dispatch_thread.start()
+            self._dispatch_threads = [threading.Thread(
+                target=d.run_forever, args=(self._stop, self.settings.poll_interval_s),
+                name=f"cds-dispatch-{d.destinations[0]}", daemon=True) for d in self.deliverers]
+            for thread in self._dispatch_threads:
+                thread.start()
         if "schedule" in self.parts:
             self.scheduler.start()
         if self.listener is not None:
@@ -126,7 +132,8 @@ class Service:
         # A running job is not waited for long: it stays 'running' in the store and is taken up
         # again (idempotently) at the next start, so SIGTERM returns promptly.
         self.workers.stop(timeout=5.0)
-        if self._dispatch_thread is not None:
-            self._dispatch_thread.join(10)
+        for thread in self._dispatch_threads:
+            thread.join(10)
+        self.dispatcher.close()
         self.store.close()
         log.info("service stopped")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -284,7 +285,9 @@ def run_all(args, kinds, need, work, studies, plugin_series, routing_times) -> N
                 routing_times[k].values.append(time_routing_run(st, orthanc, scp, args.timeout))
         env = plugin_env("ORTHANC", LOOPBACK, orthanc.dicom_port, fhir.base_url,
                          CDS_STABLE_AGE_S=str(args.plugin_stable_age),
-                         CDS_STABLE_CHECK_INTERVAL_S="0.1", CDS_LOG_LEVEL="WARNING")
+                         CDS_STABLE_CHECK_INTERVAL_S="0.1", CDS_LOG_LEVEL="WARNING",
+                         # a model a site switched off stays off here (e.g. crossmodal)
+                         **{k: v for k, v in os.environ.items() if k == "CDS_DISABLED_MODELS"})
         with CdsServe(work / "cds", env, ae_title="CDS") as serve:
             point_cds(orthanc, serve.port)
             for k in kinds:

@@ -29,10 +29,12 @@ from cds.contracts.domain import (
     ModelIdentity,
     PatientRef,
     RecurrenceResult,
+    SimilarPathology,
     StudyAnalysis,
 )
 from reports import quality as q
 from reports.archive_view import geometry_text, not_analysed_rows, outline_breast
+from reports.similar_view import similar_rows
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,6 @@ def overlay(rgb: np.ndarray, heat: np.ndarray | None, polygons: list[list[tuple[
     return out
 
 
-def _small(rgb: np.ndarray) -> np.ndarray:
-    return resize(rgb, (*_fit(rgb.shape[:2]), 3), order=1, preserve_range=True, anti_aliasing=True)
-
-
 def _fmt(p: float) -> str:
     return f"{100 * p:.1f}%"
 
@@ -132,20 +130,37 @@ CLINICAL_INPUTS = ("age_years", "tumour_size_mm", "positive_nodes", "grade", "er
                    "menopausal_status")
 
 
-def _source_rgb(img: MammoImageFinding, source_paths: dict[str, Path]) -> np.ndarray:
-    """The image's pixels as RGB, or a grey placeholder of its size when the file is not on disk."""
+def thumbnail(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """``image`` (grey) at report size (:func:`_fit`): averaged over f x f blocks (f the largest
+    integer that keeps it at least ``max_side``), then resampled bilinearly by the factor < 2 left.
+    Shrinks before windowing: a full-field mammogram is windowed and coloured at thumbnail size,
+    not at 4096 x 3328 (ten times less work than an anti-aliased resize of the whole image)."""
+    target = _fit(image.shape[:2], max_side)
+    f = max(1, max(image.shape[:2]) // max_side)
+    rows, cols = (image.shape[0] // f) * f, (image.shape[1] // f) * f
+    a = image[:rows, :cols].astype(np.float32)
+    if f > 1:
+        a = a.reshape(rows // f, f, cols // f, f).mean(axis=(1, 3))
+    return a if a.shape == target else resize(a, target, order=1, preserve_range=True, anti_aliasing=False)
+
+
+def _source_small(img: MammoImageFinding, source_paths: dict[str, Path]) -> tuple[np.ndarray, float]:
+    """The image as a small RGB thumbnail and its scale from source pixels, or a grey placeholder
+    of its proportions when the file is not on disk."""
     import pydicom
 
     path = source_paths.get(img.sop_instance_uid)
     if path is None or not Path(path).exists():
         # The report must still go out (the numbers matter more than the picture).
         log.warning("report: source image %s not on disk; shown without image", img.sop_instance_uid)
-        return np.full((img.rows, img.columns, 3), 128.0)
+        shape = _fit((img.rows, img.columns))
+        return np.full((*shape, 3), 128.0), shape[0] / img.rows
     ds = pydicom.dcmread(path)
     pixels = ds.pixel_array
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":  # shown as a radiologist sees it
         pixels = pixels.max() - pixels
-    return gray_to_rgb(pixels)
+    small = thumbnail(pixels)
+    return gray_to_rgb(small), small.shape[0] / pixels.shape[0]
 
 
 def _quality(cal: Calibrated, domain: DomainCheck | None) -> dict:
@@ -162,14 +177,14 @@ def _grade_text(img: MammoImageFinding, labels: list[str]) -> str:
 
 
 def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: dict[str, Path],
-                         grade_labels: list[str] | None = None) -> dict:
+                         grade_labels: list[str] | None = None,
+                         similar: list[SimilarPathology] | None = None) -> dict:
+    """One mammogram's card: its numbers, the image and the image with heatmap and lesion
+    outlines, and per lesion the similar reference pathology patches (``similar``), if any."""
     grade_labels = grade_labels or []
-    """One mammogram's card: its numbers, the image and the image with heatmap and lesion outlines."""
-    rgb = _source_rgb(img, source_paths)
+    small, scale = _source_small(img, source_paths)
     heat = img.heatmap.load(work_dir) if img.heatmap else None
-    scale = _fit(rgb.shape[:2])[0] / rgb.shape[0]
     polys = [[(x * scale, y * scale) for x, y in les.polygon] for les in img.lesions]
-    small = _small(rgb)
     return {
         "label": f"{img.laterality} {img.view}".strip() or img.sop_instance_uid,
         "predicted": img.predicted_class.replace("_", " "),
@@ -183,6 +198,7 @@ def _mammo_image_context(img: MammoImageFinding, work_dir: Path, source_paths: d
                      "box": ", ".join(f"{v:.0f}" for v in les.box),
                      "area": f"{les.area_mm2:.1f}" if les.area_mm2 is not None else "-"}
                     for les in img.lesions],
+        "similar": similar_rows(img, similar or [], work_dir, _image_uri),
     }
 
 
@@ -247,11 +263,13 @@ def report_context(patient: PatientRef, analyses: list[StudyAnalysis], clinical:
         if a.mammography:
             m = a.mammography
             calib[a.model.device_uid] = _threshold_text(m.exam_malignancy)
+            for sp in m.similar_pathology:  # the alignment model that chose the reference patches
+                models.setdefault(sp.model.device_uid, sp.model)
             summary.append(_summary_row("Mammography malignancy (exam)", m.exam_malignancy, a.model,
                                         "suspicious", "not suspicious", q.analysis_domain(a)))
             mammo.append({"study_uid": a.study_instance_uid,
-                          "images": [_mammo_image_context(img, a.work_dir, source_paths, m.grade_labels)
-                                     for img in m.images],
+                          "images": [_mammo_image_context(img, a.work_dir, source_paths, m.grade_labels,
+                                                          m.similar_pathology) for img in m.images],
                           "not_analysed": not_analysed_rows(m)})
         if a.slide:
             calib[a.model.device_uid] = _threshold_text(a.slide.metastasis)

@@ -4,7 +4,8 @@ Each line is ``{"seq": n, "prev": H(n-1), "recorded": ..., "event": {...}, "hash
 ``H(n)`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the record without its
 ``hash``, and ``prev`` of the first record is 64 zeros. Altering, inserting or removing a record
 breaks the chain at that record; :func:`verify` names the first bad one. Appends take an
-exclusive ``flock`` (threads and processes), are fsynced, and the file is 0600 in a 0700 folder.
+exclusive ``flock`` (threads and processes), are fsynced, and the file is 0600 in a 0700 folder;
+:func:`locked` holds that lock over several appends and a look at the tail (the audit drainer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ def _last_line(f: Any) -> bytes:
         buf = f.read(step) + buf
         lines = buf.rstrip(b"\n").split(b"\n")
         if len(lines) > 1 or pos == 0:
-            return lines[-1]
+            return bytes(lines[-1])
     return b""
 
 
@@ -72,6 +75,97 @@ def _write(f: Any, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+class ChainWriter:
+    """The chain file opened and exclusively locked (:func:`locked`): append records, look at its tail.
+
+    WHY a handle: the audit drainer (:mod:`cds.audit.drain`) must re-read what is pending, check
+    the tail for records already appended and append the rest under one lock, so that two
+    drainers never append the same record twice.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._prev: dict[str, Any] | None = None
+        self._read = False
+
+    def _last(self) -> dict[str, Any] | None:
+        """The last record, repairing a torn last line first (see :func:`append`)."""
+        if self._read:
+            return self._prev
+        f = self._f
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # never glue a new record onto a cut-short line
+        last = _last_line(f)
+        prev = _parse_record(last) if last.strip() else None
+        if last.strip() and prev is None:
+            prev, good_line, lines = _last_good(f)
+            prev = _write(f, {
+                "seq": (prev["seq"] + 1) if prev else 1, "prev": prev["hash"] if prev else GENESIS,
+                "recorded": time.time(),
+                "break": {"torn_line": good_line + 1, "torn_lines": lines - good_line,
+                          "reason": "unparseable (torn) data after the last good record"}})
+        self._prev, self._read = prev, True
+        return prev
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Append ``event`` as the next record (written through, fsynced when the lock is released)."""
+        prev = self._last()
+        record = _write(self._f, {"seq": (prev["seq"] + 1) if prev else 1,
+                                  "prev": prev["hash"] if prev else GENESIS,
+                                  "recorded": time.time(), "event": event})
+        self._prev = record
+        return record
+
+    def sync(self) -> None:
+        """Flush and fsync what was appended: before the drainer deletes the staged rows."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def event_ids_since(self, since: float) -> set[str]:
+        """Event ids of the records at the end of the file recorded at or after ``since`` (read
+        backwards, stopping at the first older record): what a drain that crashed appended."""
+        ids: set[str] = set()
+        f = self._f
+        pos, buf = f.seek(0, os.SEEK_END), b""
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            lines = buf.split(b"\n")
+            buf = lines.pop(0) if pos > 0 else b""  # the first piece may be part of a line
+            for line in reversed(lines):
+                record = _parse_record(line) if line.strip() else None
+                if record is None:
+                    continue
+                if float(record.get("recorded") or 0.0) < since:
+                    return ids
+                event = record.get("event")
+                if isinstance(event, dict) and isinstance(event.get("id"), str):
+                    ids.add(event["id"])
+        return ids
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[ChainWriter]:
+    """The chain at ``path`` under an exclusive ``flock`` (threads and processes); what was
+    appended is flushed and fsynced before the lock is released."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            writer = ChainWriter(f)
+            yield writer
+            if writer._read:
+                writer.sync()
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def append(path: Path, event: dict[str, Any]) -> dict[str, Any]:
     """Append ``event`` as the next record of the chain at ``path``; returns the record.
 
@@ -79,33 +173,8 @@ def append(path: Path, event: dict[str, Any]) -> dict[str, Any]:
     stuck: an explicit break record naming the torn line(s) is appended, linked to the last good
     record, and the event follows it. :func:`verify` still reports the break.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(end - 1)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")  # never glue a new record onto a cut-short line
-            last = _last_line(f)
-            prev = _parse_record(last) if last.strip() else None
-            if last.strip() and prev is None:
-                prev, good_line, lines = _last_good(f)
-                prev = _write(f, {
-                    "seq": (prev["seq"] + 1) if prev else 1, "prev": prev["hash"] if prev else GENESIS,
-                    "recorded": time.time(),
-                    "break": {"torn_line": good_line + 1, "torn_lines": lines - good_line,
-                              "reason": "unparseable (torn) data after the last good record"}})
-            record = _write(f, {"seq": (prev["seq"] + 1) if prev else 1,
-                                "prev": prev["hash"] if prev else GENESIS,
-                                "recorded": time.time(), "event": event})
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    return record
+    with locked(path) as chain:
+        return chain.append(event)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from typing import Any
 
-from cds.audit.trail import audit_disclosure
+from cds.audit.trail import disclosure_event, record
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
 from cds.store import Store
@@ -24,11 +25,22 @@ def _peer(settings: Settings, destination: str) -> str:
 
 
 def audit_delivery(settings: Settings, store: Store, item: OutboxItem, response: str) -> None:
-    """Record the delivery of ``item`` (never raises: the output is delivered either way).
+    """Record the delivery of ``item`` now, outside any transaction (see :func:`delivery_event`)."""
+    event = delivery_event(settings, store, item, response)
+    if event is not None:
+        record(settings, event)
 
-    When the job that made the output cannot be read, the disclosure is still recorded, marked
-    "patient unknown", and the outbox and job ids are logged so the patient can be traced.
+
+def delivery_event(settings: Settings, store: Store, item: OutboxItem, response: str) -> dict[str, Any] | None:
+    """The disclosure record of the delivery of ``item``, or None when the audit trail is off.
+
+    Built before the transaction that marks the item delivered, which stages it (the dispatcher);
+    never raises for an unreadable job: when the job that made the output cannot be read, the
+    disclosure is still recorded, marked "patient unknown", and the outbox and job ids are logged
+    so the patient can be traced.
     """
+    if not settings.audit_enabled:
+        return None
     job_id = item.meta.job_id
     patient_key, unknown = "", ""
     try:
@@ -44,6 +56,6 @@ def audit_delivery(settings: Settings, store: Store, item: OutboxItem, response:
     if unknown:
         log.warning("disclosure of outbox item %s (job %s) recorded with patient unknown: %s",
                     item.id, job_id, unknown)
-    audit_disclosure(settings, patient_key=patient_key, destination=item.destination,
-                     peer=_peer(settings, item.destination), output_kind=item.kind,
-                     output_key=item.key, response=response, patient_unknown=unknown)
+    return disclosure_event(settings, patient_key=patient_key, destination=item.destination,
+                            peer=_peer(settings, item.destination), output_kind=item.kind,
+                            output_key=item.key, response=response, patient_unknown=unknown)

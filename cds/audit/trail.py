@@ -12,7 +12,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,34 @@ def _observer(settings: Settings) -> str:
     return settings.audit_source_id or settings.ae_title
 
 
+_held: ContextVar[list[dict[str, Any]] | None] = ContextVar("cds_audit_held", default=None)
+
+
+@contextmanager
+def holding() -> Iterator[list[dict[str, Any]]]:
+    """Hold the records made in this context (this thread) instead of writing them.
+
+    WHY: a job's records (the FHIR queries of a case job) belong to the job: the worker runs the
+    handler inside ``holding()`` and stages what it holds with the job's outcome, in one store
+    transaction (``Store.finish_job(..., audit=...)``); :func:`cds.audit.drain.drain`
+    then appends them. Records of a thread the handler starts are not held (context variables do
+    not cross into new threads): they are written directly, as outside any job.
+    """
+    held: list[dict[str, Any]] = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
 def record(settings: Settings, event: dict[str, Any]) -> None:
-    """Append ``event`` to the chain and forward it; never raises."""
+    """Append ``event`` to the chain and forward it (or hold it, inside :func:`holding`); never raises."""
     if not settings.audit_enabled:
+        return
+    held = _held.get()
+    if held is not None:
+        held.append(event)
         return
     try:
         append(audit_path(settings), event)
@@ -43,6 +70,11 @@ def record(settings: Settings, event: dict[str, Any]) -> None:
         log.error("audit record %s could not be written: %s: %s", event.get("id"),
                   exc.__class__.__name__, exc)
         return
+    forward(settings, event)
+
+
+def forward(settings: Settings, event: dict[str, Any]) -> None:
+    """Send a record already in the local chain to the syslog repository, when one is set; never raises."""
     if settings.audit_syslog_host:
         try:
             send_syslog(settings, event)
@@ -140,7 +172,17 @@ def audit_query(settings: Settings, *, patient_key: str, server: str, resource_t
 
 def audit_disclosure(settings: Settings, *, patient_key: str, destination: str, peer: str,
                      output_kind: str, output_key: str, response: str, patient_unknown: str = "") -> None:
-    """A result delivered to the PACS, the FHIR server or the output folder.
+    """A result delivered to the PACS, the FHIR server or the output folder (see :func:`disclosure_event`)."""
+    record(settings, disclosure_event(
+        settings, patient_key=patient_key, destination=destination, peer=peer, output_kind=output_kind,
+        output_key=output_key, response=response, patient_unknown=patient_unknown))
+
+
+def disclosure_event(settings: Settings, *, patient_key: str, destination: str, peer: str,
+                     output_kind: str, output_key: str, response: str,
+                     patient_unknown: str = "") -> dict[str, Any]:
+    """The disclosure record of a delivered result, built but not written (the dispatcher stages it
+    with the output's ``delivered`` state).
 
     ``patient_unknown`` (why the patient could not be found) marks a disclosure whose patient is
     unknown with an explicit patient entity rather than leaving the patient out silently.
@@ -151,12 +193,12 @@ def audit_disclosure(settings: Settings, *, patient_key: str, destination: str, 
         patients = [ev.unknown_patient_entity(patient_unknown)]
     else:
         patients = []
-    record(settings, ev.audit_event(
+    return ev.audit_event(
         type_=ev.EXPORT, subtypes=[ev.DISCLOSE], action="R", observer=_observer(settings),
         agents=[ev.agent(ev.SOURCE_ROLE, settings.ae_title, requestor=True),
                 ev.agent(ev.DESTINATION_ROLE, destination, network=peer)],
         entities=patients + [ev.object_entity(output_key, f"{output_kind}: {response}"[:200])],
-        profile="IHE.BasicAudit.PrivacyDisclosure.Source"))
+        profile="IHE.BasicAudit.PrivacyDisclosure.Source")
 
 
 def audit_read(settings: Settings, *, user: str, what: str, patient_keys: list[str]) -> None:

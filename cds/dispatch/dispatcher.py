@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
-from cds.audit.disclosure import audit_delivery
+from cds.audit.disclosure import delivery_event
+from cds.audit.drain import after_commit
 from cds.contracts.errors import PeerUnreachable, PermanentError, TransientError, peer_marker
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
@@ -29,13 +31,21 @@ _PEERS = {"fhir": "fhir", "pacs": "pacs"}  # outbox destination -> peer name
 
 class Dispatcher:
     def __init__(self, settings: Settings, store: Store, *, worker: str | None = None,
-                 lease_s: float = 120.0) -> None:
+                 lease_s: float = 120.0, destinations: Sequence[str] = ()) -> None:
+        """``destinations``: deliver only to these (empty: all); a deliverer per destination keeps
+        a C-STORE of a large SEG from holding up the FHIR resources queued behind it."""
         self.settings = settings
         self.store = store
-        self.worker = worker or worker_name("dispatch")
+        self.destinations = tuple(destinations)
+        self.worker = worker or worker_name("dispatch" + "".join(f"-{d}" for d in self.destinations))
         self.lease_s = lease_s
         self.targets = Targets(settings)
         self.watch = PeerWatch(settings, store)
+
+    release_idle_s = 2.0
+    """An association is released after this long with nothing to send, not at the first empty
+    look: a study's SEG and SR are queued a few hundred ms apart, and a new association per output
+    costs a round of A-ASSOCIATE negotiation each."""
 
     def close(self) -> None:
         self.targets.close()
@@ -79,9 +89,11 @@ class Dispatcher:
                 return self._dead(item, f"gave up after {item.attempts} attempts: {error}")
             self.store.outbox_retry(item.id, error, self.settings.backoff_s(item.attempts), worker=self.worker)
             return "pending"
-        if not self.store.outbox_delivered(item.id, response, worker=self.worker):
+        # The BALP disclosure record is committed with the delivered state, then drained into the chain.
+        event = delivery_event(self.settings, self.store, item, response)
+        if not self.store.outbox_delivered(item.id, response, worker=self.worker, audit=[event] if event else []):
             log.warning("outbox %d delivered after its lease was taken over (%s)", item.id, response)
-        audit_delivery(self.settings, self.store, item, response)  # BALP disclosure record
+        after_commit(self.settings, self.store)
         if item.last_error and peer_marker(_PEERS.get(item.destination, "")) in item.last_error:
             self.watch.answered(_PEERS[item.destination])  # back after an outage: wake the rest
         log.info("outbox %d (%s -> %s) delivered: %s", item.id, item.kind, item.destination, response)
@@ -94,7 +106,7 @@ class Dispatcher:
         handled = 0
         seen: set[int] = set()
         while True:
-            item = self.store.outbox_claim(self.worker, self.lease_s)
+            item = self.store.outbox_claim(self.worker, self.lease_s, self.destinations)
             if item is None:
                 return handled
             if item.id in seen:  # failed earlier in this pass and already due again: next pass
@@ -109,6 +121,7 @@ class Dispatcher:
         restart, a full disk; or a bug) never ends the loop: it waits, and once the store answers
         again the items this deliverer held are due at once instead of after their lease."""
         held = False
+        busy_at = float("inf")  # when the last delivery was handled; inf: no connection held since
         try:
             while not stop.is_set():
                 try:
@@ -118,17 +131,25 @@ class Dispatcher:
                         if released:
                             log.warning("dispatcher: %d output(s) held during a store failure are due again",
                                         released)
+                    seen = self.store.outputs_ready.generation
                     handled = self.run_once()
                 except Exception:
                     held = True
                     log.exception("dispatcher: a delivery round failed; trying again")
                     stop.wait(max(idle_s, 1.0))
                     continue
-                if handled == 0:
+                now = time.monotonic()
+                if handled:
+                    busy_at = now
+                elif now - busy_at >= self.release_idle_s:
+                    busy_at = float("inf")  # released: nothing to release again until the next delivery
                     try:
                         self.targets.idle()  # release a held association while there is nothing to send
                     except Exception:  # a release that fails changes nothing delivered
                         log.warning("dispatcher: releasing an idle connection failed", exc_info=True)
-                    stop.wait(idle_s)
+                if not handled:
+                    after_commit(self.settings, self.store)  # records left by a process that died before its drain
+                    # an output committed in this process wakes it at once; others' at the next poll
+                    self.store.outputs_ready.wait(seen, idle_s)
         finally:
             self.close()

@@ -111,9 +111,11 @@ class Pipeline:
                                   body=analysis.model_dump(mode="json"),
                                   seconds=time.perf_counter() - started))
         self.store.replace_results(job.id, rows)
+        # The case (recurrence, PDF, FHIR report) reads these results, not the SEG or SR: it runs
+        # on its own lane while this job writes and queues them.
+        self.enqueue_case(patient_key)
         queued = outbox.queue_study_outputs(self.settings, self.store, job.id, self._out_dir(job),
                                             analyses)
-        self.enqueue_case(patient_key)
         return f"{len(analyses)} model(s) ran; {queued} output(s) queued"
 
     @staticmethod

@@ -48,10 +48,10 @@ def queue(settings: Settings, store: Store, job_id: int, artifacts: list[OutputA
 
 def queue_study_outputs(settings: Settings, store: Store, job_id: int, out_dir: Path,
                         analyses: list[StudyAnalysis]) -> int:
+    """Queue each output as soon as it is written (a SEG goes out while the SR is built)."""
     sources = source_files(store, analyses)
-    artifacts = [art for analysis in analyses
-                 for art in writers.study_outputs(settings, analysis, out_dir, sources=sources)]
-    return queue(settings, store, job_id, artifacts)
+    return sum(queue(settings, store, job_id, [art]) for analysis in analyses
+               for art in writers.iter_study_outputs(settings, analysis, out_dir, sources=sources))
 
 
 def queue_case_outputs(settings: Settings, store: Store, job_id: int, out_dir: Path, *,

@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from cds.audit.drain import after_commit
+from cds.audit.trail import holding
 from cds.contracts.errors import PeerUnreachable, PermanentError
 from cds.contracts.handoffs import JobHandler
 from cds.contracts.settings import Settings
 from cds.store import Store, worker_name
+from cds.store.audit_outbox import stage_alone
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,9 @@ class WorkerPool:
                 job.id, f"no handler for job kind {job.kind!r}", retry_delay_s=None, worker=worker))
             return True
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
+        held: list[dict[str, object]] = []  # the run's audit records (FHIR queries), committed with its outcome
         try:
-            with LeaseHeartbeat(self.store, job.id, worker, self.settings.job_lease_s):
+            with holding() as held, LeaseHeartbeat(self.store, job.id, worker, self.settings.job_lease_s):
                 note = handler(job)
         except PermanentError as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -114,11 +118,17 @@ class WorkerPool:
             state = self._record(job.id, lambda: self.store.fail_job(job.id, error, retry_delay_s=delay, worker=worker))
             log.exception("job %d failed (attempt %d), now %s", job.id, job.attempts, state)
         else:
-            if self._record(job.id, lambda: self.store.finish_job(job.id, note or "", worker=worker)):
+            done = list(held)
+            if self._record(job.id, lambda: self.store.finish_job(job.id, note or "", worker=worker, audit=done)):
                 log.info("job %d done%s", job.id, f": {note}" if note else "")
             else:  # its lease expired and another worker took it over: that run records the outcome
                 log.warning("job %d finished after its lease was taken over; outcome left to the new run",
                             job.id)
+            held = []  # staged with the finish
+        if held:  # a failed run's queries did read patient data: staged on their own
+            failed = list(held)
+            self._record(job.id, lambda: stage_alone(self.store, failed))
+        after_commit(self.settings, self.store)
         return True
 
     def _record(self, job_id: int, action: Callable[[], T]) -> T:
@@ -155,12 +165,15 @@ class WorkerPool:
                     held = False
                     if released:
                         log.warning("worker %s: %d job(s) held during a store failure queued again", name, released)
+                seen = self.store.jobs_ready.generation
                 ran = self.run_one(name, lane)
             except Exception:  # the store itself failed; keep the worker alive
                 log.exception("worker %s: a store operation failed (store unavailable?)", name)
-                held, ran = True, False
-            if not ran:
                 self._stop.wait(self.settings.poll_interval_s)
+                held, ran = True, False
+                continue
+            if not ran:  # a job committed in this process wakes it at once; others' at the next poll
+                self.store.jobs_ready.wait(seen, self.settings.poll_interval_s)
 
     def lanes(self) -> list[tuple[str, str]]:
         """(thread name, lane) of each worker: study workers, then the case lane when it has any.

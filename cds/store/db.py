@@ -30,6 +30,7 @@ from typing import Any
 from cds.store.dialect import POSTGRESQL, SQLITE, Dialect
 from cds.store.pg import PgBackend, retrying
 from cds.store.schema import MIGRATIONS, SCHEMA
+from cds.store.wakeup import Wakeup
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -50,6 +51,8 @@ class Database:
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         self.dialect: Dialect = SQLITE
         self._local = threading.local()
+        self.jobs_ready = Wakeup()  # notified after a job is committed (see cds.store.wakeup)
+        self.outputs_ready = Wakeup()  # notified after an output is committed to the outbox
         self._synchronous = synchronous
         if url.startswith(POSTGRES_SCHEMES):
             self.dialect = POSTGRESQL

@@ -168,7 +168,10 @@ class InstanceStore(Database):
                 "WHERE state='receiving' AND last_received<=?",
                 (now - stable_age_s,),
             ).fetchall()
-            return [self._promote(con, r, max_attempts, now) for r in rows]
+            promoted = [self._promote(con, r, max_attempts, now) for r in rows]
+        if promoted:
+            self.jobs_ready.notify()
+        return promoted
 
     def promote_studies(self, study_uids: list[str], max_attempts: int) -> list[str]:
         """Mark these studies complete now (their content or their sender says so), as
@@ -181,6 +184,8 @@ class InstanceStore(Database):
                                   "WHERE state='receiving' AND study_uid=?", (uid,)).fetchone()
                 if row is not None:
                     promoted.append(self._promote(con, row, max_attempts, now))
+        if promoted:
+            self.jobs_ready.notify()
         return promoted
 
     @staticmethod

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cds.contracts.handoffs import Job, JobPayload, StudyJobPayload
+from cds.store.audit_outbox import stage
 from cds.store.db import Database
 
 PRIORITY_MG, PRIORITY_DEFAULT, PRIORITY_CASE = 0, 5, 8
@@ -84,7 +85,9 @@ class JobStore(Database):
                 delay_s: float = 0.0) -> int:
         """Queue a job; idempotent on ``key`` (the existing job's id is returned)."""
         with self.tx() as con:
-            return insert_job(con, kind, key, payload, max_attempts, time.time(), delay_s)
+            job_id = insert_job(con, kind, key, payload, max_attempts, time.time(), delay_s)
+        self.jobs_ready.notify()
+        return job_id
 
     def claim_job(self, worker: str, lease_s: float, *, only: Sequence[str] = (),
                   exclude: Sequence[str] = (), lanes: Sequence[str] = ()) -> Job | None:
@@ -146,9 +149,14 @@ class JobStore(Database):
     def jobs(self, state: str | None = None, limit: int = 200) -> list[Job]:
         return [_job(r) for r in self._rows("jobs", state, limit)]
 
-    def finish_job(self, job_id: int, note: str = "", *, worker: str | None = None) -> bool:
+    def finish_job(self, job_id: int, note: str = "", *, worker: str | None = None,
+                   audit: Sequence[dict[str, Any]] = ()) -> bool:
         """Mark a running job done. With ``worker``, only while that worker still holds it: a run
-        whose lease expired and was taken over must not overwrite the other run's outcome."""
+        whose lease expired and was taken over must not overwrite the other run's outcome.
+
+        ``audit``: the run's audit records (its FHIR queries), committed in the same transaction
+        (:mod:`cds.store.audit_outbox`); staged even when the job was taken over, since this run's
+        queries did read patient data."""
         now = time.time()
         with self.tx() as con:
             cur = con.execute(
@@ -156,6 +164,7 @@ class JobStore(Database):
                 "WHERE id=? AND state='running' AND (? IS NULL OR worker=?)",
                 (now, now, note or None, job_id, worker, worker),
             )
+            stage(con, audit)
         return cur.rowcount == 1
 
     def fail_job(self, job_id: int, error: str, *, retry_delay_s: float | None,

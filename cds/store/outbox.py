@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cds.contracts.handoffs import NewOutput, OutboxItem, OutboxMeta
+from cds.store.audit_outbox import stage
 from cds.store.db import Database
 
 
@@ -29,20 +31,29 @@ class OutboxStore(Database):
                 (output.kind, output.destination, output.key, str(output.payload_path),
                  output.payload, output.meta.model_dump_json(), now, now),
             )
-            return int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
+            item_id = int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
+        self.outputs_ready.notify()
+        return item_id
 
-    def outbox_claim(self, worker: str, lease_s: float) -> OutboxItem | None:
-        """Take the next due output (or one whose lease expired); PostgreSQL: SKIP LOCKED, as jobs."""
+    def outbox_claim(self, worker: str, lease_s: float,
+                     destinations: Sequence[str] = ()) -> OutboxItem | None:
+        """Take the next due output (or one whose lease expired); PostgreSQL: SKIP LOCKED, as jobs.
+
+        ``destinations`` (empty: any) limits the claim to those destinations, so a deliverer per
+        destination keeps a slow peer (a C-STORE of a large SEG) from delaying the others."""
         now = time.time()
+        only = ""
+        if destinations:
+            only = " AND destination IN (" + ",".join("?" * len(destinations)) + ")"
         with self.tx(isolation="read committed") as con:
             row = con.execute(
                 f"""UPDATE outbox SET state='delivering', attempts=attempts+1, lease_until=?,
                    worker=? WHERE id = (
-                     SELECT id FROM outbox WHERE (state='pending' AND next_attempt_at<=?)
-                        OR (state='delivering' AND lease_until<?)
+                     SELECT id FROM outbox WHERE ((state='pending' AND next_attempt_at<=?)
+                        OR (state='delivering' AND lease_until<?)){only}
                      ORDER BY next_attempt_at, id LIMIT 1{self.dialect.skip_locked})
                    RETURNING *""",
-                (now + lease_s, worker, now, now),
+                (now + lease_s, worker, now, now, *destinations),
             ).fetchone()
         return _outbox(row) if row else None
 
@@ -50,11 +61,15 @@ class OutboxStore(Database):
     # that deliverer still holds the item (a deliverer whose lease expired lost it to another).
     _HELD = "WHERE id=? AND state!='delivered' AND (? IS NULL OR worker=?)"
 
-    def outbox_delivered(self, item_id: int, response: str, *, worker: str | None = None) -> bool:
+    def outbox_delivered(self, item_id: int, response: str, *, worker: str | None = None,
+                         audit: Sequence[dict[str, Any]] = ()) -> bool:
+        """Mark an item delivered, with its disclosure record(s) in the same transaction (staged
+        even when the lease was taken over: the peer did receive the output)."""
         with self.tx() as con:
             cur = con.execute(
                 "UPDATE outbox SET state='delivered', delivered_at=?, response=?, last_error=NULL "
                 + self._HELD, (time.time(), response, item_id, worker, worker))
+            stage(con, audit)
         return cur.rowcount == 1
 
     def outbox_retry(self, item_id: int, error: str, delay_s: float, *, worker: str | None = None) -> bool:

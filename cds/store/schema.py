@@ -83,5 +83,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "UPDATE jobs SET lane='case' WHERE kind='case'",
         "UPDATE jobs SET lane='slide' WHERE kind='study' AND json_extract(payload, '$.modality')='SM'",
     )),
+    # WHY: an audit record written to the chain file outside the store's transaction is lost by a
+    # crash after the commit, or describes work a rollback undid. The stages stage it here in the
+    # transaction of the state change it describes; cds.audit.drain appends it to the chain and
+    # deletes it. ``drained_at``: set just before an append, so that after a crash between the
+    # append and the delete only those rows are looked for in the chain's tail.
+    Migration(3, "audit_pending: audit records committed with the state change they describe",
+              "audit_pending.id", (
+        "CREATE TABLE IF NOT EXISTS audit_pending (id INTEGER PRIMARY KEY, record TEXT NOT NULL, "
+        "created REAL NOT NULL, drained_at REAL)",
+    )),
 )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -64,11 +65,17 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
     ``sources`` (SOP Instance UID -> file) comes from the caller, never from the store: the
     writers see only what the pipeline hands them.
     """
+    return list(iter_study_outputs(settings, analysis, out_dir, sources))
+
+
+def iter_study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
+                       sources: dict[str, Path]) -> Iterator[OutputArtifact]:
+    """:func:`study_outputs` one artifact at a time, each as soon as it is written: the caller
+    queues the SEG for delivery while the SR that references it is still being built."""
     src_paths = sources
     study = analysis.study_instance_uid
     model = analysis.model
     out_dir = out_dir / "study" / hashlib.sha256(output_key(study, model, "").encode()).hexdigest()[:16]
-    arts: list[OutputArtifact] = []
     if analysis.mammography is not None:
         images = analysis.mammography.images
         headers = dict(zip([i.sop_instance_uid for i in images],
@@ -89,26 +96,25 @@ def study_outputs(settings: Settings, analysis: StudyAnalysis, out_dir: Path,
     else:
         log.info("study %s (%s, %s): no DICOM/FHIR result writer for this kind of analysis",
                  study, analysis.modality, model.name)
-        return []
+        return
     for n, seg in enumerate(segs, start=1):
         key = output_key(study, model, f"seg-{n}")
         path = segw.save(seg, out_dir / f"seg-{n}.dcm")
-        arts.append(OutputArtifact(kind="dicom", path=path, key=key, resource_type="SEG",
+        yield (OutputArtifact(kind="dicom", path=path, key=key, resource_type="SEG",
                                    description=f"SEG {seg.SOPInstanceUID} ({model.name})"))
     report = srw.study_sr(analysis, headers, segs)
     path = srw.save(report, out_dir / "sr.dcm")
-    arts.append(OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
+    yield (OutputArtifact(kind="dicom", path=path, key=output_key(study, model, "sr"), resource_type="SR",
                                description=f"TID 1500 SR {report.SOPInstanceUID} ({model.name})"))
     if cal is None:  # no diagnosis, so no RiskAssessment
-        return arts
+        return
     key = output_key(study, model, "fhir-riskassessment")
     ra = fr.risk_assessment_binary(key=key, settings=settings, patient=analysis.patient, model=model,
                                    outcome=outcome, calibrated=cal, study_uid=study,
                                    sr_uid=str(report.SOPInstanceUID), when=analysis.created_at,
                                    domain=analysis_domain(analysis))
-    arts.append(OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "riskassessment.json"), key=key,
+    yield (OutputArtifact(kind="fhir", path=fr.write(ra, out_dir / "riskassessment.json"), key=key,
                                resource_type="RiskAssessment", description=f"RiskAssessment: {outcome}"))
-    return arts
 
 
 def _case_digest(patient: PatientRef, analyses: list[StudyAnalysis], clinical: ClinicalContext,

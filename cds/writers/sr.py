@@ -8,7 +8,9 @@ a TID 1501 group with the metastasis probability and decision, a Planar ROI per 
 link to the attention map's SEG segment. Per ultrasound study: a Planar ROI with the lesion region
 the recurrence features came from, its long/short axis and area, and where the region came from
 (an SR, the user, or automatic). Recurrence (case level): a TID 1501 group with the risk
-score, the 3/5/7-year risk and the risk group. When the model is synthetic-trained, the notice
+score, the 3/5/7-year risk and the risk group. Per mammography lesion with similar reference
+pathology (the cross-modal model), a container labelled as synthetic reference examples, not the
+patient's pathology (:mod:`cds.writers.sr_similar`). When the model is synthetic-trained, the notice
 is written as a TEXT item in the report's "Qualitative Evaluations" container and in every
 algorithm identification.
 
@@ -37,6 +39,7 @@ from cds.contracts.domain import (
 )
 from cds.writers import sr_archive as archive
 from cds.writers import sr_quality as q
+from cds.writers import sr_similar as similar
 from cds.writers.common import SCHEME, SERIES_NUMBER, add_contributing_equipment, derived_uid, project_code
 
 # Concept names (private) and values
@@ -172,6 +175,7 @@ def study_sr(analysis: StudyAnalysis, sources: dict[str, Dataset],
     q.add_notes(sr, q.study_notes(analysis))
     if analysis.mammography is not None:
         archive.add_not_analysed(sr, analysis.mammography)
+        similar.add_similar(sr, analysis, sources)  # reference examples, never this patient's pathology
     add_contributing_equipment(sr, [model], analysis.created_at)
     return sr
 

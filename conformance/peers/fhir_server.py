@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 class FhirServer(ManagedProcess):
-    """The Medplum-based FHIR R4 peer (conformance/peers/fhir/server.mjs) on 127.0.0.1.
+    """The Medplum-based FHIR R4 peer (conformance/peers/fhir/server.mjs) on 127.0.0.1, or on
+    ``host`` (a test network's bridge address, so that processes in other network namespaces
+    reach it without a relay).
 
     ``test_hooks`` enables the /$test/ admin endpoints (fail-next, reset, requests) used by outage
     tests; they never exist unless asked for.
@@ -37,10 +39,12 @@ class FhirServer(ManagedProcess):
         port: int = 0,
         workdir: Path | None = None,
         *,
+        host: str = LOOPBACK,
         test_hooks: bool = True,
         ready_timeout_s: float = 30.0,
     ) -> None:
         super().__init__(Path(workdir) if workdir else Path.cwd() / ".peers" / "fhir")
+        self.host = host
         self.requested_port = port
         self.port = 0
         self.test_hooks = test_hooks
@@ -50,14 +54,14 @@ class FhirServer(ManagedProcess):
     def base_url(self) -> str:
         if not self.port:
             raise PeerFailed("FhirServer is not started")
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> FhirServer:
         reason = fhir_missing_reason()
         if reason:
             raise PeerUnavailable(reason)
         self.port = self.requested_port or free_port()
-        argv = ["node", str(FHIR_PEER_DIR / "server.mjs"), "--port", str(self.port)]
+        argv = ["node", str(FHIR_PEER_DIR / "server.mjs"), "--host", self.host, "--port", str(self.port)]
         if self.test_hooks:
             argv.append("--test-hooks")
         self._spawn(argv, cwd=FHIR_PEER_DIR)

@@ -127,7 +127,8 @@ def _study_finding(store: Store, row: ResultRow, a: StudyAnalysis) -> dict[str, 
                    operating_point=q.operating_point_text(m.exam_malignancy), ood=q.out_of_domain(dom),
                    domain=q.domain_text(dom))
         paths = _source_paths(store, a)
-        out["images"] = [_mammo_image_context(img, a.work_dir, paths, m.grade_labels) for img in m.images]
+        out["images"] = [_mammo_image_context(img, a.work_dir, paths, m.grade_labels, m.similar_pathology)
+                         for img in m.images]
         out["lesions"] = [{"index": i, "label": f"{img.laterality} {img.view} {les.tracking_id} ({les.score:.2f})"}
                           for i, (img, les) in enumerate((img, les) for img in m.images for les in img.lesions)]
     elif a.slide is not None:

@@ -7,7 +7,10 @@ MG instance of the study, pairs each image with its contralateral image of the s
 network's second channel), runs the 4 views as one batch (so test-time adaptation, when
 ``settings.tta`` is on, adapts normalization statistics to this exam), applies the card's
 temperature and operating threshold, and turns the lesion probability map into masks at SOURCE
-resolution, polygons and boxes in source pixel coordinates.
+resolution, polygons and boxes in source pixel coordinates. Unless switched off, the cross-modal
+alignment model (:mod:`models.crossmodal.runtime`) adds the most similar reference pathology
+patches for every lesion of every in-domain image; enabled but missing, it stops this model from
+loading (the registry then says which file is missing).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from cds.contracts.domain import (
     MammographyResult,
     MammoImageFinding,
     NotAnalysed,
+    SimilarPathology,
     StudyAnalysis,
     StudyInput,
 )
 from cds.contracts.errors import InvalidWeights, ModelUnavailable
 from cds.contracts.settings import Settings
 from models import calibration as cal
+from models.crossmodal import runtime as crossmodal
 from models.domain import load_domain
 from models.mammography.breast_mask import breast_mask
 from models.mammography.domain import image_check
@@ -67,7 +72,9 @@ def load(settings: Settings) -> MammographyModel:
             raise InvalidWeights(f"mammography card {card_path} lacks calibration.{key}")
     if "youden" not in card.thresholds:
         raise InvalidWeights(f"mammography card {card_path} lacks thresholds.youden")
-    return MammographyModel(weights.path(ONNX_NAME), card, card_path, settings)
+    # after the mammography files: a site without them hears about those first
+    evidence = crossmodal.load(settings)
+    return MammographyModel(weights.path(ONNX_NAME), card, card_path, settings, evidence)
 
 
 def exam_input(images: list[MgImage], study_uid: str | None = None) -> np.ndarray:
@@ -91,7 +98,8 @@ class MammographyModel:
 
     modalities = frozenset({"MG"})
 
-    def __init__(self, onnx_path: Path, card: ModelCard, card_path: Path, settings: Settings) -> None:
+    def __init__(self, onnx_path: Path, card: ModelCard, card_path: Path, settings: Settings,
+                 evidence: crossmodal.CrossModalEvidence | None = None) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -117,6 +125,7 @@ class MammographyModel:
         self.max_p_normal = float(lp.get("report_when_p_normal_at_most", 1.0))
         self.tta_alpha = float(card.inputs.get("tta_alpha", {}).get("with_settings_tta", 0.5))
         self.in_channels = int(self._session.get_inputs()[0].shape[1])
+        self.evidence = evidence  # similar reference pathology; None when switched off
 
     # -- inference on arrays ---------------------------------------------------------------------
 
@@ -163,12 +172,29 @@ class MammographyModel:
                                        operating_point=self.operating_point),
             tta_applied=self.tta, grade_labels=self.grade_labels,
             not_analysed=not_analysed,
+            similar_pathology=self._similar(images, findings, x, work_dir, study.study_instance_uid),
         )
         log.info("study %s: %d MG images analysed, exam malignancy %.3f", study.study_instance_uid,
                  len(findings), exam_p)
         return StudyAnalysis(study_instance_uid=study.study_instance_uid, modality="MG",
                              patient=study.patient, model=self.identity, work_dir=work_dir,
                              mammography=result)
+
+    def _similar(self, images: list[MgImage], findings: list[MammoImageFinding], x: np.ndarray,
+                 work_dir: Path, study_uid: str) -> list[SimilarPathology]:
+        """One :class:`SimilarPathology` per lesion of every in-domain image (``x[k, 0]`` is image
+        k's network input, the image the alignment model was trained to crop)."""
+        if self.evidence is None:
+            return []
+        out = []
+        for k, (im, f) in enumerate(zip(images, findings)):
+            if f.domain is not None and not f.domain.in_domain:
+                if f.lesions:
+                    log.info("study %s image %s: outside the training domain; no similar pathology for "
+                             "its %d lesion(s)", study_uid, f.sop_instance_uid, len(f.lesions))
+                continue
+            out += [self.evidence.similar(x[k, 0], f, les, work_dir, im.side) for les in f.lesions]
+        return out
 
     def _finding(self, im: MgImage, probs: np.ndarray, prob_map: np.ndarray, grades: np.ndarray,
                  work_dir: Path, breast: np.ndarray, paired: bool = True) -> MammoImageFinding:

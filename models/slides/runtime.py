@@ -49,7 +49,7 @@ THUMBNAIL_FACTOR = 2  # top-tile thumbnails are the base tile pooled by this fac
 # The SEG of a slide is written on the finest pyramid level whose total pixel matrix is at most
 # this (the attention and tumour maps are one value per base tile, so nothing is lost): a bounded
 # object that viewers overlay on that level, whatever the slide's size.
-MAP_LEVEL_MAX_PIXELS = 2**24
+MAP_LEVEL_MAX_PIXELS = 2**22  # ~2048x2048: the maps hold one value per analysis tile; a finer SEG only costs time
 
 
 def map_level(levels: list[LevelInfo], max_pixels: int = MAP_LEVEL_MAX_PIXELS) -> LevelInfo:

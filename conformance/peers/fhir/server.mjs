@@ -6,8 +6,9 @@
 // validation of POST/PUT bodies (the router itself does not validate), a /metadata
 // CapabilityStatement, and the `?patient=<bare id>` rewrite real servers accept.
 //
-// Usage: node server.mjs [--port N] [--base-path /fhir] [--test-hooks]
-//   Binds 127.0.0.1 only. Port 0 picks a free port. Prints one line "LISTENING <port>" on stdout
+// Usage: node server.mjs [--host ADDR] [--port N] [--base-path /fhir] [--test-hooks]
+//   Binds 127.0.0.1 unless --host names another address (a test host's bridge address, so that
+//   processes in other network namespaces reach it directly). Port 0 picks a free port. Prints one line "LISTENING <port>" on stdout
 //   when ready. With --test-hooks (tests only), admin endpoints under /$test/ are enabled:
 //     POST /$test/fail-next   {"count": N, "status": 503, "methods": ["POST"]}  next N matching
 //                             requests answer `status` with an OperationOutcome (outage tests)
@@ -36,14 +37,16 @@ const CAPABILITY_TYPES = [
 ];
 
 function parseArgs(argv) {
-  const args = { port: 0, basePath: '', testHooks: false };
+  const args = { host: '127.0.0.1', port: 0, basePath: '', testHooks: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--port') args.port = Number.parseInt(argv[++i], 10);
+    if (a === '--host') args.host = argv[++i];
+    else if (a === '--port') args.port = Number.parseInt(argv[++i], 10);
     else if (a === '--base-path') args.basePath = argv[++i].replace(/\/+$/, '');
     else if (a === '--test-hooks') args.testHooks = true;
-    else throw new Error(`unknown argument ${a}; expected --port N, --base-path P, --test-hooks`);
+    else throw new Error(`unknown argument ${a}; expected --host ADDR, --port N, --base-path P, --test-hooks`);
   }
+  if (!args.host) throw new Error('--host needs an address');
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
     throw new Error('--port must be an integer between 0 and 65535');
   }
@@ -177,7 +180,7 @@ function main() {
       path = path.slice(args.basePath.length) || '/';
     }
     const method = req.method.toUpperCase();
-    const base = `http://${req.headers.host ?? '127.0.0.1'}${args.basePath}`;
+    const base = `http://${req.headers.host ?? args.host}${args.basePath}`;
 
     if (args.testHooks && path.startsWith('/$test/')) {
       const raw = await readBody(req);
@@ -280,7 +283,7 @@ function main() {
     });
   });
   server.keepAliveTimeout = 30000;
-  server.listen(args.port, '127.0.0.1', () => {
+  server.listen(args.port, args.host, () => {
     process.stdout.write(`LISTENING ${server.address().port}\n`);
   });
   const stop = () => server.close(() => process.exit(0));

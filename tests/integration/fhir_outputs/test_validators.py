@@ -144,3 +144,32 @@ def test_every_seg_and_sr_passes_dciodvfy_and_dcentvfy(outputs, superseding):
     print(f"\ndciodvfy: {checked} objects ({len(files['SEG'])} SEG, {len(files['SR'])} SR); dcentvfy: "
           f"{len(by_study)} studies; errors {sum(map(len, errors.values()))}")
     assert not errors, errors
+
+
+def test_sr_with_similar_pathology_passes_pixelmed_dciodvfy_and_dcentvfy(outputs, tmp_path):
+    """The mammography SR again, now with similar reference pathology per lesion (the cross-modal
+    runtime on fixture artifacts): the added containers keep it valid for all three validators."""
+    if not PIXELMED.exists() or shutil.which("java") is None:
+        missing("PixelMed (libpixelmed-java) or Java 17 missing: run scripts/install_peers.sh")
+    from cds.writers.outputs import study_outputs
+    from tests.unit.writers.test_sr_similar import with_similar
+
+    analysis = with_similar(outputs, tmp_path)
+    assert analysis.mammography.similar_pathology
+    arts = [a for a in study_outputs(outputs.settings, analysis, tmp_path / "out", sources=outputs.sources)
+            if a.kind == "dicom"]
+    sr = next(a.path for a in arts if a.resource_type == "SR")
+    res = subprocess.run(["java", "-Xmx2g", *JAVA_PROPS, "-cp", str(PIXELMED), str(HERE / "SrBatch.java"), str(sr)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and res.stdout.count("=== ") == 1, res.stderr[-2000:]
+    errors = {"pixelmed": [x for x in res.stdout.splitlines() if x.startswith("Error")]}
+    dciodvfy, dcentvfy = _tool("dciodvfy"), _tool("dcentvfy")
+    for path in [a.path for a in arts if a.resource_type in ("SEG", "SR")]:
+        done = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=120)
+        errors[path.name] = [x for x in (done.stdout + done.stderr).splitlines() if x.startswith("Error")]
+    study = [p for uid, p in outputs.sources.items()
+             if uid in {i.sop_instance_uid for i in analysis.mammography.images}]
+    done = subprocess.run([dcentvfy, *map(str, study), *(str(a.path) for a in arts if a.resource_type in ("SEG", "SR"))],
+                          capture_output=True, text=True, timeout=120)
+    errors["dcentvfy"] = [x for x in (done.stdout + done.stderr).splitlines() if x.startswith("Error")]
+    assert not any(errors.values()), errors

@@ -4,9 +4,9 @@ WHY a module of its own: the test reads as the faults and the checks; how the ho
 the `cds` processes are brought up (and their logs gathered for a failure message) lives here.
 
 The services host is the bridge's gateway address in the root namespace: PostgreSQL listens there
-(plus loopback), Orthanc on every interface, the FHIR peer behind a relay (it binds loopback
-only). Each `cds listen` / `cds work` / `cds dispatch` runs in its own namespace with its own
-address; all share one CDS_DATA_DIR on the local filesystem (the shared spool, the patient-key
+(plus loopback), Orthanc on every interface, the FHIR peer on the gateway address (its
+``--host``). Each `cds listen` / `cds work` / `cds dispatch` runs in its own namespace with its
+own address; all share one CDS_DATA_DIR on the local filesystem (the shared spool, the patient-key
 secret and the audit trail), as hosts would share an NFS export.
 """
 
@@ -30,7 +30,6 @@ from conformance.peers.netns import Host, HostNetwork
 from conformance.peers.orthanc import OrthancServer
 from conformance.peers.postgres import PostgresServer
 from conformance.peers.process import tail_log
-from tests.integration.multihost.relay import TcpRelay
 
 REPO = Path(__file__).resolve().parents[3]
 LISTEN_PORT = 11112  # inside each listener's own namespace: nothing else can hold it there
@@ -60,7 +59,7 @@ class Deployment:
     pg: PostgresServer
     orthanc: OrthancServer
     fhir: FhirServer
-    fhir_url: str  # through the relay, on the gateway
+    fhir_url: str  # on the gateway (as the hosts see it)
     db_url: str  # on the gateway (as the hosts see it)
     data_dir: Path
     work: Path
@@ -152,11 +151,10 @@ def deployment(work: Path) -> Iterator[Deployment]:
         pg = stack.enter_context(PostgresServer(host=net.gateway, trust_cidrs=(f"10.77.{net.subnet}.0/24",)))
         db_url = pg.create_database("cds").replace("127.0.0.1", net.gateway)
         orthanc = stack.enter_context(OrthancServer(work / "orthanc", aet="ORTHANC", stable_age=1))
-        fhir = stack.enter_context(FhirServer(workdir=work / "fhir", test_hooks=False))
-        relay = stack.enter_context(TcpRelay(net.gateway, fhir.port))
+        fhir = stack.enter_context(FhirServer(workdir=work / "fhir", host=net.gateway, test_hooks=False))
         data_dir = work / "cds-data"
         data_dir.mkdir(mode=0o700)
-        dep = Deployment(net, pg, orthanc, fhir, f"http://{net.gateway}:{relay.port}", db_url, data_dir, work)
+        dep = Deployment(net, pg, orthanc, fhir, fhir.base_url, db_url, data_dir, work)
         try:
             yield dep
         finally:

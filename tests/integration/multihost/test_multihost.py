@@ -26,8 +26,9 @@ import httpx
 import pytest
 from pydicom import dcmread
 
+from cds.audit.chain import verify
 from cds.contracts.domain import PatientRef
-from cds.store import Store
+from cds.store import Store, audit_outbox
 from conformance.e2e_support import RESULT_SYSTEM, seed_fhir
 from conformance.peers.netns import netns_missing_reason
 from conformance.peers.process import fhir_missing_reason, orthanc_missing_reason
@@ -247,6 +248,26 @@ def _check_fhir(dep: Deployment, store: Store, studies: list[str]) -> list[str]:
     return problems
 
 
+def _check_audit(dep: Deployment, store: Store) -> list[str]:
+    """The shared chain verifies, holds no record twice, and names every delivered output in a
+    disclosure (staged with its delivered state, drained by whichever process came next); nothing
+    is left staged once the dispatcher has drained after its last delivery."""
+    import json
+
+    wait_for(lambda: audit_outbox.backlog(store)[0] == 0, 30, "every staged audit record drained",
+             lambda: f"{audit_outbox.backlog(store)} staged\n{dep.logs()}")
+    path = dep.data_dir / "audit" / "audit.jsonl"
+    verdict = verify(path)
+    problems = [] if verdict.ok else [f"audit chain broken at line {verdict.bad_line}: {verdict.reason}"]
+    events = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    ids = Counter(e["id"] for e in events)
+    problems += [f"audit record {i} is in the chain {n} times" for i, n in ids.items() if n > 1]
+    disclosed = {e["entity"][-1]["what"]["display"] for e in events if e["type"]["code"] == "110106"}
+    problems += [f"output {o.key} delivered without a disclosure record" for o in store.outbox_items(limit=1000)
+                 if o.state == "delivered" and o.key not in disclosed]
+    return problems
+
+
 def test_listeners_workers_dispatcher_on_separate_hosts_survive_faults(tmp_path: Path) -> None:
     _require_peers()
     t0 = time.monotonic()
@@ -282,6 +303,7 @@ def test_listeners_workers_dispatcher_on_separate_hosts_survive_faults(tmp_path:
                         if n not in ("l1", victim) and p.popen.poll() is not None]
             problems += _check_instances(store, acked, resent) + _check_jobs(store, studies)
             problems += _check_orthanc(dep, store, studies) + _check_fhir(dep, store, studies)
+            problems += _check_audit(dep, store)
             assert not problems, "\n".join(problems) + "\n" + dep.logs()
             print(f"\nmulti-host: {STUDIES} studies, start-up {started_s:.1f} s, takeover {takeover_s:.1f} s after "
                   f"SIGKILL (lease {LEASE_S} s), PostgreSQL restart {restart_s:.1f} s with {open_at_restart or 'nothing'} "
