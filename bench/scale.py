@@ -111,17 +111,23 @@ def small_instances(work: Path, n: int, associations: int, rows: int, cols: int,
     return groups
 
 
-def ingest_cds(groups: list[list[Path]], work: Path, repeats: int, db: PostgresServer | None) -> list[float]:
+def ingest_cds(groups: list[list[Path]], work: Path, repeats: int, db: PostgresServer | None,
+               listeners: int = 1) -> list[float]:
+    """``listeners`` > 1: that many `cds listen` processes sharing the port (CDS_LISTEN_REUSE_PORT)."""
     times = []
     for r in range(repeats):
-        data = work / f"cds-{'pg' if db else 'sqlite'}-{r}"
+        data = work / f"cds-{'pg' if db else 'sqlite'}-{listeners}-{r}"
         port = free_port()
         env = {"CDS_PORT": str(port), "CDS_STABLE_AGE_S": "3600"}
+        if listeners > 1:
+            env["CDS_LISTEN_REUSE_PORT"] = "true"
         if db is not None:
-            env["CDS_DATABASE_URL"] = db.create_database(f"ingest{r}_{os.getpid()}")
+            env["CDS_DATABASE_URL"] = db.create_database(f"ingest{r}_{listeners}_{os.getpid()}")
         data.mkdir(parents=True)
-        with cds_process(["listen"], data, env, work / f"listen-{r}.log"):
-            wait_port_open(port, timeout_s=60)
+        with contextlib.ExitStack() as stack:
+            for n in range(listeners):
+                stack.enter_context(cds_process(["listen"], data, env, work / f"listen-{r}-{n}.log"))
+                wait_port_open(port, timeout_s=60)
             times.append(storescu_parallel(groups, port, "CDS"))
         shutil.rmtree(data, ignore_errors=True)
     return times
@@ -144,12 +150,18 @@ def part_ingest(args: argparse.Namespace, work: Path) -> None:
     rows: dict[str, list[float]] = {}
     if "sqlite" in args.targets:
         rows["cds listen, SQLite (durable)"] = ingest_cds(groups, work, args.repeats, None)
+        if args.listeners > 1:
+            rows[f"{args.listeners} x cds listen, SQLite"] = ingest_cds(groups, work, args.repeats, None,
+                                                                         args.listeners)
     if "pg" in args.targets:
         if postgres_missing_reason():
             print(f"  PostgreSQL skipped: {postgres_missing_reason()}")
         else:
             with PostgresServer() as pg:  # its own folder: the postgres user cannot enter ours
                 rows["cds listen, PostgreSQL (durable)"] = ingest_cds(groups, work, args.repeats, pg)
+                if args.listeners > 1:
+                    rows[f"{args.listeners} x cds listen, PostgreSQL"] = ingest_cds(
+                        groups, work, args.repeats, pg, args.listeners)
     if "orthanc" in args.targets:
         if shutil.which("Orthanc") is None:
             print("  Orthanc not installed: skipped")
@@ -260,6 +272,8 @@ def main() -> None:
     ap.add_argument("--part", choices=["ingest", "studies", "all"], default="all")
     ap.add_argument("--instances", type=int, default=2000)
     ap.add_argument("--associations", type=int, default=4)
+    ap.add_argument("--listeners", type=int, default=2,
+                    help="also measure this many `cds listen` processes sharing the port (SO_REUSEPORT); 1: not")
     ap.add_argument("--rows", type=int, default=176, help="rows of a small instance (x cols x 2 bytes)")
     ap.add_argument("--cols", type=int, default=184)
     ap.add_argument("--series", type=int, default=4, help="series per study (one spool folder each)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -22,6 +23,8 @@ from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from cds.audit.trail import AssociationReceipts
 from cds.contracts.settings import Settings
@@ -156,6 +159,15 @@ def install_streaming_receive() -> None:
     dimse_messages.NamedTemporaryFile = _spool_tempfile  # type: ignore[assignment]
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """The association server with SO_REUSEPORT (``CDS_LISTEN_REUSE_PORT``): several listener
+    processes bind one port and the kernel balances new associations between them."""
+
+    def server_bind(self) -> None:  # pynetdicom binds in its own server_bind (no allow_reuse_port)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class DicomListener:
     """The Storage SCP bound to one store and data folder."""
 
@@ -196,10 +208,13 @@ class DicomListener:
         ]
         if self.settings.tls_ae_identities:  # calling AE titles bound to certificate identities
             handlers.append((evt.EVT_REQUESTED, identity_check(self.settings, self.store)))
-        self.server = self._make_ae().start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
+        self.server = self._make_ae().make_server(
+            (self.settings.host, self.settings.port), evt_handlers=handlers,
             ssl_context=dicom_server_context(self.settings),  # DICOM TLS, BCP 195 (cds.security.tls)
+            server_class=SharedPortServer if self.settings.listen_reuse_port else ThreadedAssociationServer,
         )
+        self.server.ae._servers.append(self.server)  # as AE.start_server does: its shutdown() removes it
+        threading.Thread(target=make_target(self.server.serve_forever), name="cds-dicom-accept", daemon=True).start()
         install_guard(self.server, NetLimits.from_settings(self.settings),
                       lambda peer, reason: self.rejections.record(peer, "", reason))
         log.info("DICOM listener %s on %s:%s", self.settings.ae_title, self.settings.host,

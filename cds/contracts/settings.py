@@ -81,6 +81,10 @@ class Settings(SecuritySettings, HttpSettings):
     ae_title: str = Field("CDS", description="Our AE title (called AE expected by the SCP).")
     host: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")
     port: int = Field(11112, description="DICOM listener port.")
+    listen_reuse_port: bool = Field(
+        False, description="Bind the DICOM port with SO_REUSEPORT, so several `cds listen` "
+        "processes on one host share it and the kernel spreads associations over them (each "
+        "process its own interpreter lock: parallel associations use every core).")
     allowed_aes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Calling AE titles allowed to associate; empty allows all.",

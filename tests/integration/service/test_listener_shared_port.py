@@ -1,0 +1,83 @@
+"""Several `cds listen` processes on one host share the DICOM port (CDS_LISTEN_REUSE_PORT).
+
+Two listeners bind the same port only with the setting on (without it the second bind fails, as
+before); with it, dcmtk's storescu reaches them through the one port, and each instance is stored
+exactly once in the shared store whichever listener took the association.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from cds.contracts.settings import Settings
+from cds.store import Store
+from listeners.dicom_scp import DicomListener
+from tests.peers import needs_tool
+
+pytestmark = pytest.mark.peers
+
+
+def _instance(path: Path, study: str) -> Path:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = "SHARED-1", "Shared^Port", "OT"
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.zeros((8, 8), np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _listener(data: Path, port: int, reuse: bool) -> tuple[DicomListener, Store]:
+    s = Settings(data_dir=data, host="127.0.0.1", port=port, listen_reuse_port=reuse, stable_age_s=3600)
+    s.ensure_dirs()
+    store = Store(s.store_url)
+    lst = DicomListener(s, store)
+    lst.start()
+    return lst, store
+
+
+def test_second_listener_cannot_bind_without_the_setting(tmp_path: Path) -> None:
+    first, store = _listener(tmp_path / "data", 0, reuse=False)
+    try:
+        with pytest.raises(OSError):
+            _listener(tmp_path / "data", first.port, reuse=False)
+    finally:
+        first.stop()
+        store.close()
+
+
+@needs_tool("storescu")
+def test_two_listeners_share_the_port_and_store_each_instance_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first, store1 = _listener(data, 0, reuse=True)
+    second, store2 = _listener(data, first.port, reuse=True)
+    try:
+        assert second.port == first.port
+        study = generate_uid()
+        files = [str(_instance(tmp_path / f"i{n}.dcm", study)) for n in range(6)]
+        for chunk in (files[:2], files[2:4], files[4:]):  # three associations through one port
+            done = subprocess.run(["storescu", "-aet", "PACS", "-aec", "CDS", "127.0.0.1", str(first.port),
+                                   *chunk], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        second.stop()  # the port still answers through the other listener
+        done = subprocess.run(["storescu", "-aet", "PACS", "-aec", "CDS", "127.0.0.1", str(first.port),
+                               files[0]], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        stored = store1.study_instances(study)
+        assert len(stored) == 6 and len({i.sop_instance_uid for i in stored}) == 6
+    finally:
+        first.stop()
+        store1.close()
+        store2.close()
