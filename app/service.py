@@ -103,6 +103,7 @@ class Service:
         if "schedule" in self.parts:
             check_stable(self.settings, self.store)
         if "work" in self.parts:
+            threading.Thread(target=self.pipeline.warm_up, name="cds-warm-up", daemon=True).start()
             self.workers.start()
         if "dispatch" in self.parts:
             self._dispatch_threads = [threading.Thread(

@@ -301,6 +301,17 @@ def render_html(context: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
+def warm_up() -> None:
+    """Load WeasyPrint, its fonts and the report stylesheet once, off the critical path: the first
+    PDF of a process otherwise pays about a second for them, on the first patient's report."""
+    from weasyprint import CSS, HTML
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    css = [CSS(filename=str(f)) for f in sorted(TEMPLATES.glob("*.css"))]
+    HTML(string="<p>warm-up</p>", base_url=str(TEMPLATES)).write_pdf(stylesheets=css)
+
+
 def render_pdf(context: dict[str, Any]) -> bytes:
     """HTML -> PDF bytes (WeasyPrint)."""
     from weasyprint import HTML

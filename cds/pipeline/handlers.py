@@ -76,6 +76,19 @@ class Pipeline:
             companions=[] if p.modality == "SR" else self.store.study_instances(p.study_uid, "SR"),
         )
 
+    @staticmethod
+    def warm_up() -> None:
+        """Load the output writers' libraries before the first job needs them (highdicom's code
+        tables and WeasyPrint's fonts cost ~1.5 s once per process). Never fails the service."""
+        try:
+            import highdicom.sr  # noqa: F401
+
+            from reports.pdf import warm_up
+
+            warm_up()
+        except Exception:  # a writer that cannot load fails the first job instead, with its error
+            log.warning("warming up the output writers failed", exc_info=True)
+
     def run_study_job(self, job: Job) -> str:
         study = self._study_input(job)
         patient_key, study_uid, modality = study.patient.key, study.study_instance_uid, study.modality
