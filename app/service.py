@@ -20,6 +20,7 @@ from cds.scheduling.stability import StabilityScheduler, check_stable
 from cds.scheduling.workers import WorkerPool
 from cds.security.startup import prepare_process
 from cds.store import Store
+from cds.store.pg_notify import NotifyRelay
 from listeners.dicom_scp import DicomListener
 from listeners.http.context import HttpContext
 from listeners.http.server import HttpServer
@@ -94,9 +95,11 @@ class Service:
                 enqueue_case=lambda key: self.pipeline.enqueue_case(key, force=True)))
         self._stop = threading.Event()
         self._dispatch_threads: list[threading.Thread] = []
+        self._relay: NotifyRelay | None = None
 
     def start(self) -> None:
         if self.parts & {"work", "dispatch"}:
+            self._relay = self.store.relay_notifications()  # PostgreSQL: other processes' commits wake us
             recovered = self.store.recover_orphans()
             if recovered:
                 log.info("recovered %d job(s)/output(s) left running by a previous process", recovered)
@@ -135,6 +138,8 @@ class Service:
         self.workers.stop(timeout=5.0)
         for thread in self._dispatch_threads:
             thread.join(10)
+        if self._relay is not None:
+            self._relay.stop()
         self.dispatcher.close()
         self.store.close()
         log.info("service stopped")

@@ -29,6 +29,7 @@ from typing import Any
 
 from cds.store.dialect import POSTGRESQL, SQLITE, Dialect
 from cds.store.pg import PgBackend, retrying
+from cds.store.pg_notify import JOBS_CHANNEL, OUTPUTS_CHANNEL, NotifyRelay, announce
 from cds.store.schema import MIGRATIONS, SCHEMA
 from cds.store.wakeup import Wakeup
 
@@ -149,6 +150,19 @@ class Database:
             return self._query(
                 f"SELECT * FROM {table} WHERE state=? ORDER BY id DESC LIMIT ?", (state, limit))
         return self._query(f"SELECT * FROM {table} ORDER BY id DESC LIMIT ?", (limit,))
+
+    def _announce(self, con: Any, channel: str) -> None:
+        """PostgreSQL: tell the other processes at commit that work is due (see cds.store.pg_notify)."""
+        if self._pg is not None:
+            announce(con, channel)
+
+    def relay_notifications(self) -> NotifyRelay | None:
+        """PostgreSQL: start waking this process's workers and deliverers on other processes'
+        commits (a running relay; stop it before closing). SQLite: None (one process writes)."""
+        if self._pg is None:
+            return None
+        return NotifyRelay(self._pg.url, {JOBS_CHANNEL: self.jobs_ready,
+                                          OUTPUTS_CHANNEL: self.outputs_ready}).start()
 
     def close(self) -> None:
         """Close this thread's connection (PostgreSQL: every thread's)."""

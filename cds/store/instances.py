@@ -10,6 +10,7 @@ from cds.contracts.domain import InstanceRecord, PatientRef
 from cds.contracts.handoffs import StudyJobPayload
 from cds.store.db import Database
 from cds.store.jobs import insert_job
+from cds.store.pg_notify import JOBS_CHANNEL
 from cds.store.rows import InstanceRow, RejectionRow, StudyRow
 
 
@@ -169,6 +170,8 @@ class InstanceStore(Database):
                 (now - stable_age_s,),
             ).fetchall()
             promoted = [self._promote(con, r, max_attempts, now) for r in rows]
+            if promoted:
+                self._announce(con, JOBS_CHANNEL)
         if promoted:
             self.jobs_ready.notify()
         return promoted
@@ -184,6 +187,8 @@ class InstanceStore(Database):
                                   "WHERE state='receiving' AND study_uid=?", (uid,)).fetchone()
                 if row is not None:
                     promoted.append(self._promote(con, row, max_attempts, now))
+            if promoted:
+                self._announce(con, JOBS_CHANNEL)
         if promoted:
             self.jobs_ready.notify()
         return promoted

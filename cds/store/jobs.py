@@ -12,6 +12,7 @@ from typing import Any
 from cds.contracts.handoffs import Job, JobPayload, StudyJobPayload
 from cds.store.audit_outbox import stage
 from cds.store.db import Database
+from cds.store.pg_notify import JOBS_CHANNEL
 
 PRIORITY_MG, PRIORITY_DEFAULT, PRIORITY_CASE = 0, 5, 8
 """Claim order (lower runs first): a mammography exam before a slide batch, and a patient case
@@ -86,6 +87,7 @@ class JobStore(Database):
         """Queue a job; idempotent on ``key`` (the existing job's id is returned)."""
         with self.tx() as con:
             job_id = insert_job(con, kind, key, payload, max_attempts, time.time(), delay_s)
+            self._announce(con, JOBS_CHANNEL)
         self.jobs_ready.notify()
         return job_id
 

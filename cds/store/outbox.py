@@ -9,6 +9,7 @@ from typing import Any
 from cds.contracts.handoffs import NewOutput, OutboxItem, OutboxMeta
 from cds.store.audit_outbox import stage
 from cds.store.db import Database
+from cds.store.pg_notify import OUTPUTS_CHANNEL
 
 
 def _outbox(row: Any) -> OutboxItem:
@@ -32,6 +33,7 @@ class OutboxStore(Database):
                  output.payload, output.meta.model_dump_json(), now, now),
             )
             item_id = int(con.execute("SELECT id FROM outbox WHERE key=?", (output.key,)).fetchone()["id"])
+            self._announce(con, OUTPUTS_CHANNEL)
         self.outputs_ready.notify()
         return item_id
 
