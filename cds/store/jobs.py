@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cds.contracts.handoffs import Job, JobPayload, StudyJobPayload
@@ -20,9 +22,27 @@ after the study jobs due with it, so that one case evaluation sees all of them (
 cases have their own worker lane, so this delays no case behind a slide batch there)."""
 
 
+def process_space() -> str:
+    """Where a pid means one process: ``hostname@<boot and pid namespace>``.
+
+    A hostname alone is not enough: two containers sharing a host's network (and so its hostname)
+    have separate pid namespaces, and two machines may share a name. The boot id and the pid
+    namespace's inode tell them apart, so a restarted process only requeues jobs of dead processes
+    it can really see; everything else waits for its lease."""
+    marks = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            marks.append(Path(path).read_text().strip() if path.endswith("boot_id") else str(os.stat(path).st_ino))
+        except OSError:
+            marks.append("")
+    digest = hashlib.sha256("/".join(marks).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}@{digest}"
+
+
 def worker_name(suffix: str = "") -> str:
-    """host:pid[:suffix] — lets a restarted service tell its own dead jobs from a live peer's."""
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    """space:pid[:suffix] (:func:`process_space`) — lets a restarted service tell its own dead
+    jobs from a live peer's."""
+    name = f"{process_space()}:{os.getpid()}"
     return f"{name}:{suffix}" if suffix else name
 
 
@@ -196,12 +216,13 @@ class JobStore(Database):
         return state
 
     def recover_orphans(self) -> int:
-        """Requeue 'running' jobs and outbox items whose worker process on this host is gone.
+        """Requeue 'running' jobs and outbox items whose worker process in this process space
+        (:func:`process_space`: same host, boot and pid namespace) is gone.
 
         Called at start-up: after a SIGKILL the previous process's jobs are still 'running'; a job
-        of another live process (same host) or another host is left to its lease.
+        of another live process, or of a process this one cannot see, is left to its lease.
         """
-        host = socket.gethostname()
+        host = process_space()
         n = 0
         now = time.time()
         with self.tx() as con:

@@ -141,8 +141,14 @@ def test_orphans_of_a_dead_process_are_requeued(store, tmp_path):
     store.enqueue("y", "k4", CASE, max_attempts=5)
     other = worker_name().split(":")[0] + f":{os.getppid()}:w1"  # another live process on this host
     live = store.claim_job(other, lease_s=3600)
+    # the same host name and a pid that is dead here, but another boot or pid namespace (a
+    # container sharing the host's name): not ours to judge, left to its lease
+    store.enqueue("z", "k4b", CASE, max_attempts=5)
+    name = worker_name().split(":")[0].split("@")[0]
+    elsewhere = store.claim_job(f"{name}@00000000:{dead.stdout.strip()}:w2", lease_s=3600)
     assert store.recover_orphans() == 1
     assert store.job(job.id).state == "queued" and store.job(live.id).state == "running"
+    assert store.job(elsewhere.id).state == "running"
 
 
 def test_expired_lease_is_taken_over(store):
