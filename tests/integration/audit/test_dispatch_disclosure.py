@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,25 +28,8 @@ from cds.contracts.handoffs import NewOutput, OutboxMeta, StudyJobPayload
 from cds.contracts.settings import Settings
 from cds.dispatch.dispatcher import Dispatcher
 from cds.store import Store, audit_outbox
-from tests.peers import need_postgres
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[object]:
-    need_postgres()
-    from conformance.peers.postgres import PostgresServer
-
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.peers)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    return request.getfixturevalue("postgres").create_database(f"d{abs(hash(tmp_path)) % 10**8}")  # type: ignore[attr-defined]
 
 
 def _events(settings: Settings) -> list[dict]:
@@ -114,8 +96,8 @@ drain(s, store)
 
 
 @pytest.mark.peers
-def test_processes_draining_one_postgres_store(postgres: object, tmp_path: Path) -> None:
-    url = postgres.create_database("drainers")  # type: ignore[attr-defined]
+def test_processes_draining_one_postgres_store(postgres_server: object, tmp_path: Path) -> None:
+    url = postgres_server.create_database("drainers")  # type: ignore[attr-defined]
     Store(url).close()  # schema once, before the processes race
     data = tmp_path / "data"
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, url, str(data), f"p{n}"], cwd=REPO)

@@ -13,10 +13,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
@@ -24,6 +21,7 @@ from cds.dispatch.targets.cstore import CStoreTarget
 from cds.fhir.client import FhirClient, FhirError
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
+from tests.dicom_files import sc_file
 from tests.integration.security.tls_certs import Pki, make_pki
 from tests.peers import needs_tool
 
@@ -34,22 +32,6 @@ needs_dcmtk = needs_tool("storescu")
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-def sc_file(path: Path, patient_id: str = "TLS-1") -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.PatientName, ds.Modality = patient_id, "Tls^Test", "OT"
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.zeros((8, 8), np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def listener(tmp_path: Path, pki: Pki, **kw) -> tuple[DicomListener, Store]:

@@ -10,33 +10,16 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from cds.contracts.settings import Settings
 from cds.store import Store
 from listeners.dicom_scp import DicomListener
+from tests.dicom_files import sc_file
 from tests.peers import needs_tool
 
 pytestmark = pytest.mark.peers
-
-
-def _instance(path: Path, study: str) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
-    ds.PatientID, ds.PatientName, ds.Modality = "SHARED-1", "Shared^Port", "OT"
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.zeros((8, 8), np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _listener(data: Path, port: int, reuse: bool) -> tuple[DicomListener, Store]:
@@ -66,7 +49,7 @@ def test_two_listeners_share_the_port_and_store_each_instance_once(tmp_path: Pat
     try:
         assert second.port == first.port
         study = generate_uid()
-        files = [str(_instance(tmp_path / f"i{n}.dcm", study)) for n in range(6)]
+        files = [str(sc_file(tmp_path / f"i{n}.dcm", "SHARED-1", study)) for n in range(6)]
         for chunk in (files[:2], files[2:4], files[4:]):  # three associations through one port
             done = subprocess.run(["storescu", "-aet", "PACS", "-aec", "CDS", "127.0.0.1", str(first.port),
                                    *chunk], capture_output=True, text=True, timeout=60)
