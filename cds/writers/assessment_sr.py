@@ -28,11 +28,10 @@ from datetime import datetime
 from pathlib import Path
 
 import highdicom as hd
-from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from cds.writers.common import SCHEME, derived_uid, project_code
+from cds.writers.common import SCHEME, TRACKING_ID, TRACKING_UID, derived_uid, project_code
 
 SERIES_NUMBER = 9401  # beside the AI's own result series (9101-9301)
 TITLE = project_code("AIRA", "AI result assessment")
@@ -44,8 +43,6 @@ ASSESSED = project_code("ASSESSED", "Assessed AI result")
 REASON = project_code("ASSESSREASON", "Reason for assessment")
 DECISION = project_code("CLINDECISION", "Clinician decision")
 REMOVED = project_code("REMOVED", "Removed finding")
-TRACKING_ID = CodedConcept("112039", "DCM", "Tracking Identifier")
-TRACKING_UID = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 
 

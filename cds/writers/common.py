@@ -34,6 +34,8 @@ PURPOSE_PROCESSING_ALGORITHM = CodedConcept.from_code(codes.DCM.ModifyingEquipme
 
 
 SCHEME = "99BCDS"  # the project's private coding scheme for concepts no standard names
+TRACKING_ID = CodedConcept("112039", "DCM", "Tracking Identifier")
+TRACKING_UID = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
 
 
 def project_code(value: str, meaning: str) -> CodedConcept:

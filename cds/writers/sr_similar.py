@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cds.contracts.domain import StudyAnalysis
-from cds.writers.common import add_contributing_equipment, project_code
+from cds.writers.common import TRACKING_ID, TRACKING_UID, add_contributing_equipment, project_code
 from reports.similar_view import CAPTION
 
 SIMILAR_EXAMPLES = project_code("SIMREF", "Similar examples from synthetic reference bank, not this patient")
@@ -34,8 +34,6 @@ REFERENCE_EXAMPLE = project_code("SIMEX", "Reference example")
 TISSUE_CLASS = project_code("SIMCLASS", "Reference patch tissue class")
 COSINE = project_code("SIMCOS", "Cosine similarity in shared embedding")
 BANK_ID = project_code("SIMBANKID", "Reference bank patch identifier")
-TRACKING_ID = CodedConcept("112039", "DCM", "Tracking Identifier")
-TRACKING_UID = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
 SOURCE = CodedConcept.from_code(codes.DCM.SourceOfMeasurement)
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 
