@@ -167,6 +167,9 @@ def case_outputs(settings: Settings, patient: PatientRef, analyses: list[StudyAn
     arts: list[OutputArtifact] = []
     targets: list[dict] = []
     models = [a.model for a in analyses] + ([recurrence.model] if recurrence else [])
+    # the alignment model that chose the similar reference patches shown in the report
+    models += list({sp.model.device_uid: sp.model for a in analyses if a.mammography
+                    for sp in a.mammography.similar_pathology}.values())
     inputs: list[dict] = [fr.dicom_reference(a.study_instance_uid, "ImagingStudy", f"{a.modality} study")
                           for a in analyses]
     if recurrence is not None:

@@ -78,3 +78,21 @@ def test_case_page_shows_the_same_caption_and_patches(outputs, similar, tmp_path
     assert html.count(CAPTION.replace("'", "&#39;")) == _n_lesions(similar)
     assert html.count('alt="reference patch bank-') == K * _n_lesions(similar)
     assert NOT_FOR_CLINICAL_USE in html
+
+
+def test_case_provenance_names_the_alignment_model(outputs, similar, tmp_path):
+    """The FHIR Provenance of the case lists every model behind what the report shows, the
+    alignment model that chose the reference patches included."""
+    import json
+
+    from cds.writers.outputs import case_outputs
+
+    arts = case_outputs(outputs.settings, outputs.mammo.patient, [similar], outputs.clinical, None, tmp_path,
+                        outputs.sources)
+    prov = next(json.loads(a.path.read_text()) for a in arts if a.resource_type == "Provenance")
+    names = json.dumps(prov)
+    assert "crossmodal-alignment" in names and similar.model.name in names
+    plain = case_outputs(outputs.settings, outputs.mammo.patient, [outputs.mammo], outputs.clinical, None,
+                         tmp_path / "plain", outputs.sources)
+    assert "crossmodal-alignment" not in json.dumps(
+        next(json.loads(a.path.read_text()) for a in plain if a.resource_type == "Provenance"))
