@@ -59,9 +59,9 @@ def test_dicomizer_slide_gets_seg_sr_and_risk_assessment(slide_tiff, tmp_path, c
     run = run_analyze(tmp_path / "dicom", tmp_path / "out")
     seg, ref_uid = referenced_instance(run.seg)
     level = next(h for h in headers if h.SOPInstanceUID == ref_uid)
-    # the SEG is on the finest level under 2**24 pixels (4096 x 3072), tiled like it
-    assert (level.TotalPixelMatrixColumns, level.TotalPixelMatrixRows) == (WIDTH // 2, HEIGHT // 2)
-    assert (seg.TotalPixelMatrixColumns, seg.TotalPixelMatrixRows) == (WIDTH // 2, HEIGHT // 2)
+    # the SEG is on the finest level under 2**22 pixels (2048 x 1536), tiled like it
+    assert (level.TotalPixelMatrixColumns, level.TotalPixelMatrixRows) == (WIDTH // 4, HEIGHT // 4)
+    assert (seg.TotalPixelMatrixColumns, seg.TotalPixelMatrixRows) == (WIDTH // 4, HEIGHT // 4)
     assert (seg.Rows, seg.Columns) == (level.Rows, level.Columns)
     assert seg.SegmentationType == "FRACTIONAL" and "FrameOfReferenceUID" in seg
     sr = pydicom.dcmread(run.sr)

@@ -29,10 +29,10 @@ def _levels(sizes: list[tuple[int, int]]) -> list[LevelInfo]:
 
 def test_map_level_is_the_finest_level_under_the_bound():
     levels = _levels([(80_000, 100_000), (40_000, 50_000), (5000, 6250), (2500, 3125), (1250, 1563)])
-    assert map_level(levels).rows == 2500  # 5000 x 6250 = 31M px > 2**24
+    assert map_level(levels).rows == 1250  # 2500 x 3125 = 7.8M px > 2**22
     assert map_level(levels[:1]).sop_instance_uid == "2.25.1"  # no level under it: the lowest
     small = _levels([(4096, 4096), (2048, 2048)])
-    assert map_level(small).rows == 4096 and 4096 * 4096 <= MAP_LEVEL_MAX_PIXELS
+    assert map_level(small).rows == 2048 and 2048 * 2048 <= MAP_LEVEL_MAX_PIXELS < 4096 * 4096
 
 
 def _slide_result(base_rows: int, base_cols: int, tile: int) -> SimpleNamespace:
@@ -88,7 +88,7 @@ def test_100k_by_80k_slide_end_to_end_in_bounded_time_and_memory(tmp_path):
     idx = next(i for i, p in enumerate(truth.level_paths)
                if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == ref_uid)
     rows, cols = truth.level_shapes[idx]
-    assert (rows, cols) == (2500, 3125) and rows * cols <= MAP_LEVEL_MAX_PIXELS
+    assert (rows, cols) == (1250, 1563) and rows * cols <= MAP_LEVEL_MAX_PIXELS
     assert (seg.TotalPixelMatrixRows, seg.TotalPixelMatrixColumns) == (rows, cols)
     assert seg.DimensionOrganizationType in ("TILED_SPARSE", "TILED_FULL")
     sr = pydicom.dcmread(run.sr)
@@ -118,7 +118,7 @@ def test_100k_tiled_sparse_slide_is_analysed_and_gets_outputs(tmp_path):
     model = load(Settings())
     result, stats = model.analyze_series(truth.level_paths, tmp_path / "work")
     assert stats.base_tiles_total == 157 * 196 and 0 < stats.base_tiles_read <= model.params.max_stage2
-    assert result.map_level_sop_instance_uid == headers[5].SOPInstanceUID  # 3125 x 2500
+    assert result.map_level_sop_instance_uid == headers[6].SOPInstanceUID  # 1563 x 1250
     analysis = StudyAnalysis(study_instance_uid=truth.study_instance_uid, modality="SM", patient=patient,
                              model=model.identity, work_dir=tmp_path / "work", slide=result)
     sources = {h.SOPInstanceUID: p for h, p in zip(headers, truth.level_paths)}
