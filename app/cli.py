@@ -271,7 +271,8 @@ def train_synthetic(
 ) -> None:
     """Regenerate every shipped model from the project's phantoms (and GBSG2) on CPU."""
     started = time.monotonic()
-    for kind, module in (("mammography", "models.mammography.training.train"), ("slides", "models.slides.training.train")):
+    for kind, module in (("mammography", "models.mammography.training.train"), ("slides", "models.slides.training.train"),
+                         ("crossmodal", "models.crossmodal.training.train")):
         mod = _import_trainer(module)
         card = mod.train_synthetic((out / kind) if out else _train_target(kind), seed=seed)
         typer.echo(f"{kind}: {card.name} {card.version} written")

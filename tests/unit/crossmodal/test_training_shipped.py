@@ -16,7 +16,7 @@ from synthetic.phantoms.paired import LABELS, patient  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "crossmodal" / "weights"
 FRESH_SEED = 90_210  # never used by training, selection or the other tests
-MARGIN = 0.25  # required top-1 class-match rate above the bank's prevalence of the query class
+MARGIN = 0.4  # required top-1 class-match rate above chance (measured 0.958 vs 0.333 at 0.1.0)
 
 
 def _shipped() -> tuple[object, dict, dict]:
