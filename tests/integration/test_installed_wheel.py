@@ -44,6 +44,7 @@ EXPECTED = {
     "recurrence-mrrp": {"RiskAssessment", "PDF", "DiagnosticReport"},
 }
 NOT_EXERCISED = {"recurrence-clinical"}
+CONTRIBUTING = {"crossmodal-alignment"}  # no result of its own: similar patches in the mammography result
 
 
 def _git_files() -> list[str]:
@@ -195,9 +196,9 @@ def test_wheel_ships_the_runtime_and_leaves_out_tests(installed: Installed) -> N
 
     cards = {json.loads(zipfile.ZipFile(installed.wheel).read(c))["name"]
              for c in names if c.startswith("models/") and "/weights/" in c and c.endswith("card.json")}
-    assert cards == set(EXPECTED) | NOT_EXERCISED, (
+    assert cards == set(EXPECTED) | NOT_EXERCISED | CONTRIBUTING, (
         f"shipped model cards {sorted(cards)} differ from what this test checks "
-        f"({sorted(set(EXPECTED) | NOT_EXERCISED)}): update EXPECTED")
+        f"({sorted(set(EXPECTED) | NOT_EXERCISED | CONTRIBUTING)}): update EXPECTED")
 
 
 def test_runtime_install_has_no_training_stack(installed: Installed) -> None:
@@ -247,6 +248,25 @@ def test_store_has_no_dead_work_and_no_missing_model(demo: Demo) -> None:
     if missing:
         problems.append(f"no ok result from shipped model(s) {missing}; ok results from {sorted(m for (m,) in ok)}")
     assert not problems, "\n".join(problems) + demo.context()
+
+
+def test_installed_alignment_model_adds_similar_patches_to_each_lesion(demo: Demo) -> None:
+    """The reference bank (.npz) and encoder ship in the wheel and run: every lesion the demo's
+    mammography result reports has its similar reference patches from the alignment model."""
+    db = sqlite3.connect(f"file:{demo.store}?mode=ro", uri=True)
+    try:
+        bodies = [json.loads(b) for (b,) in db.execute(
+            "SELECT body FROM results WHERE status = 'ok' AND model = 'mammography-phantom-cnn'")]
+    finally:
+        db.close()
+    assert bodies, f"no mammography result{demo.context()}"
+    mg = bodies[-1]["mammography"]
+    lesions = [les["tracking_uid"] for im in mg["images"] for les in im["lesions"]]
+    assert lesions, f"the demo mammogram gave no lesion to find similar patches for{demo.context()}"
+    similar = {sp["lesion_tracking_uid"]: sp for sp in mg["similar_pathology"]}
+    assert set(similar) <= set(lesions) and similar, f"no similar patches: {mg['similar_pathology']}"
+    for sp in similar.values():
+        assert sp["model"]["name"] == "crossmodal-alignment" and len(sp["examples"]) == 3
 
 
 def _classify(path: Path) -> str | None:
