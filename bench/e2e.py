@@ -25,10 +25,12 @@ Not part of the test run. Needs the peers (scripts/install_peers.sh) and trained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,11 +130,16 @@ def make_studies(kind: str, n: int, folder: Path, slide_size: int) -> list[Study
     return out
 
 
+def store_url(serve: CdsServe) -> str:
+    """The plugin's store: PostgreSQL in the split deployment, else its SQLite file."""
+    return serve.extra_env.get("CDS_DATABASE_URL") or f"sqlite:///{serve.data_dir / 'cds.sqlite3'}"
+
+
 def wait_idle(serve: CdsServe, timeout_s: float) -> None:
     """Wait until the plugin has no job queued or running and nothing left to deliver."""
     from cds.store import Store
 
-    store = Store(f"sqlite:///{serve.data_dir / 'cds.sqlite3'}")
+    store = Store(store_url(serve))
     try:
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline:
@@ -177,7 +184,7 @@ def plugin_idle(serve: CdsServe) -> bool:
     """No job queued or running and nothing left to deliver: everything is out."""
     from cds.store import Store
 
-    store = Store(f"sqlite:///{serve.data_dir / 'cds.sqlite3'}")
+    store = Store(store_url(serve))
     try:
         c = store.counts()
     finally:
@@ -246,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="per-run limit (s)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--split", action="store_true",
+                    help="run the plugin as `cds listen`, `cds work` and `cds dispatch` processes on "
+                         "PostgreSQL (conformance/peers/postgres.py) instead of one `cds serve`")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -288,7 +298,8 @@ def run_all(args, kinds, need, work, studies, plugin_series, routing_times) -> N
                          CDS_STABLE_CHECK_INTERVAL_S="0.1", CDS_LOG_LEVEL="WARNING",
                          # a model a site switched off stays off here (e.g. crossmodal)
                          **{k: v for k, v in os.environ.items() if k == "CDS_DISABLED_MODELS"})
-        with CdsServe(work / "cds", env, ae_title="CDS") as serve:
+        with contextlib.ExitStack() as stack:
+            serve = plugin(stack, args.split, work, env)
             point_cds(orthanc, serve.port)
             for k in kinds:
                 for i, st in enumerate(studies[k][args.runs:], start=1):
@@ -300,6 +311,34 @@ def run_all(args, kinds, need, work, studies, plugin_series, routing_times) -> N
             dead = serve.status_text().count("output dead")
             if dead:
                 print(f"WARNING: {dead} output(s) dead-lettered during the runs (see `cds status` in {serve.data_dir})")
+
+
+def plugin(stack: contextlib.ExitStack, split: bool, work: Path, env: dict[str, str]) -> CdsServe:
+    """`cds serve`, or (``split``) `cds listen` with `cds work` (study and slide lanes; case lane)
+    and `cds dispatch` beside it on one
+    PostgreSQL store and one data folder, as deploy/k8s runs them; all stopped with ``stack``."""
+    if not split:
+        return stack.enter_context(CdsServe(work / "cds", env, ae_title="CDS"))
+    from conformance.peers.postgres import PostgresServer
+
+    pg = stack.enter_context(PostgresServer())
+    env = {**env, "CDS_DATABASE_URL": pg.create_database("e2e")}
+    main = [sys.executable, "-c", "from app.cli import main; main()"]
+    serve = stack.enter_context(CdsServe(work / "cds", env, ae_title="CDS", command=[*main, "listen"]))
+    for part in (["work", "--lane", "study", "--lane", "slide"], ["work", "--lane", "case"], ["dispatch"]):
+        log = stack.enter_context(open(work / f"cds-{'-'.join(part)}.log", "ab"))  # noqa: SIM115 - closed by the stack
+        proc = subprocess.Popen([*main, *part], env=serve.environment(), cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_stop, proc)
+    return serve
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def report(args, kinds, dicom_times, plugin_times, routing_times) -> int:
