@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -37,8 +38,9 @@ from cds.intake.instance_check import (
 from cds.intake.spool import refuse, spool_instance
 from cds.intake.structure import STATUS_INTERNAL
 from cds.security.tls import dicom_server_context
-from cds.store import Store
+from cds.store import Store, worker_name
 from cds.store.durable import OUT_OF_SPACE
+from cds.store.jobs import process_gone
 from listeners.dicom_admission import RejectionLog, printable_ae, rejection_reason
 from listeners.dicom_guard import NetLimits, install_guard
 from listeners.dicom_tls import identity_check
@@ -177,10 +179,11 @@ class DicomListener:
         self.server: Any = None
         self.rejections = RejectionLog(store, settings.dicom_rejection_record_interval_s)
         settings.ensure_dirs()
+        self.incoming = settings.incoming_dir / worker_name("listen")  # this process's transfers
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.settings.ae_title)
-        ae.cds_incoming_dir = str(self.settings.incoming_dir)  # read by _spool_tempfile
+        ae.cds_incoming_dir = str(self.incoming)  # read by _spool_tempfile
         ae.maximum_pdu_size = self.settings.max_pdu
         ae.acse_timeout = self.settings.dicom_acse_timeout_s
         ae.network_timeout = self.settings.dicom_network_timeout_s
@@ -230,12 +233,15 @@ class DicomListener:
             self.server = None
 
     def _clean_incoming(self) -> None:
-        """Partial files of transfers cut by a crash were never acknowledged: remove them."""
-        for p in self.settings.incoming_dir.glob("*.dcm"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        """Partial files of transfers cut by a crash were never acknowledged: remove them.
+
+        Each listener process receives into its own folder (named by :func:`worker_name`), so on a
+        shared spool one listener's start never removes another's transfers in flight; the folders
+        of dead listeners this one can see are removed, the rest age out (retention)."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        for folder in self.settings.incoming_dir.iterdir():
+            if folder.is_dir() and folder != self.incoming and process_gone(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
 
     # -- handlers ---------------------------------------------------------------------------
     def _on_rejected(self, event: Any) -> None:

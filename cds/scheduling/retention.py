@@ -30,11 +30,12 @@ SETTLED = ("delivered", "dead")
 _DAY = 86400.0
 
 
-def _old_files(folder: Path, cutoff: float) -> list[Path]:
+def _old_files(folder: Path, cutoff: float, *, deep: bool = False) -> list[Path]:
+    """Files of ``folder`` (``deep``: and of its sub-folders) last written before ``cutoff``."""
     if not folder.is_dir():
         return []
     out = []
-    for p in folder.iterdir():
+    for p in (folder.rglob("*") if deep else folder.iterdir()):
         try:
             if p.is_file() and p.stat().st_mtime < cutoff:
                 out.append(p)
@@ -110,7 +111,7 @@ def clean(settings: Settings, store: Store, now: float | None = None) -> dict[st
     """One retention pass; returns how many files or folders each area lost."""
     now = time.time() if now is None else now
     removed = {
-        "incoming": _unlink_all(_old_files(settings.incoming_dir, now - settings.retention_incoming_s)),
+        "incoming": _unlink_all(_old_files(settings.incoming_dir, now - settings.retention_incoming_s, deep=True)),
         "rejected": _unlink_all(_old_files(settings.data_dir / "rejected",
                                            now - settings.retention_rejected_days * _DAY)),
         "work": clean_work(settings, store, now),

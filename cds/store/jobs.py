@@ -46,6 +46,16 @@ def worker_name(suffix: str = "") -> str:
     return f"{name}:{suffix}" if suffix else name
 
 
+def process_gone(name: str) -> bool:
+    """True when ``name`` (a :func:`worker_name`) is a process of this process space that no longer
+    runs; a process elsewhere, or one still alive, is never judged gone."""
+    parts = name.split(":")
+    if len(parts) < 2 or parts[0] != process_space() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    return pid == os.getpid() or not _pid_alive(pid)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -222,7 +232,6 @@ class JobStore(Database):
         Called at start-up: after a SIGKILL the previous process's jobs are still 'running'; a job
         of another live process, or of a process this one cannot see, is left to its lease.
         """
-        host = process_space()
         n = 0
         now = time.time()
         with self.tx() as con:
@@ -230,10 +239,7 @@ class JobStore(Database):
                 busy = "running" if table == "jobs" else "delivering"
                 due = "next_run_at" if table == "jobs" else "next_attempt_at"
                 for r in con.execute(f"SELECT id, worker FROM {table} WHERE state=?", (busy,)).fetchall():
-                    parts = (r["worker"] or "").split(":")
-                    if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
-                        if _pid_alive(int(parts[1])) and int(parts[1]) != os.getpid():
-                            continue
+                    if process_gone(r["worker"] or ""):
                         con.execute(
                             f"UPDATE {table} SET state=?, {due}=?, lease_until=NULL WHERE id=?",
                             (state, now, r["id"]),

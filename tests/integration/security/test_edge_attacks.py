@@ -66,7 +66,7 @@ def test_traversal_and_overwrite_refused(server, tmp_path):
     assert all(s != 0 for s in statuses), statuses
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == before
     assert not list(server.data_dir.parent.parent.glob("x")) and not (server.data_dir / "x").exists()
-    assert not list(server.data_dir.glob("incoming/*.dcm"))
+    assert not list(server.data_dir.glob("incoming/**/*.dcm"))
     # a true duplicate is acknowledged and stored once, the first file unchanged
     assert send_files(server, [(good, gpath)]) == [0]
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == before
@@ -85,7 +85,7 @@ def test_malformed_corpus_all_refused_and_recorded(server, tmp_path):
     assert 0xC211 not in statuses and 0xC0FF not in statuses
     assert len(store.recent_rejections(100000)) - n_before >= len(pairs)
     time.sleep(0.5)
-    assert not list(server.data_dir.glob("incoming/*.dcm"))
+    assert not list(server.data_dir.glob("incoming/**/*.dcm"))
 
 
 def _rss(srv):

@@ -48,7 +48,7 @@ def test_kill_during_storescu_keeps_every_acknowledged_instance(tmp_path):
             path = store.instance_path(uid)
             assert path, f"acknowledged instance {uid} is missing after restart"
             assert dcmread(path).PixelData == dcmread(f).PixelData
-        assert not list((srv2.data_dir / "incoming").glob("*.dcm")), "partial files left after restart"
+        assert not list((srv2.data_dir / "incoming").rglob("*.dcm")), "partial files left after restart"
     finally:
         srv2.stop()
 

@@ -64,3 +64,34 @@ def test_two_listeners_share_the_port_and_store_each_instance_once(tmp_path: Pat
         first.stop()
         store1.close()
         store2.close()
+
+
+def test_a_starting_listener_leaves_the_others_transfers_alone(tmp_path: Path) -> None:
+    """On a shared spool each listener receives into its own folder: a listener starting (or
+    restarting) removes the partial transfers of dead listeners it can see, never a live one's."""
+    import os
+    import subprocess
+    import sys
+
+    from cds.store import worker_name
+
+    data = tmp_path / "data"
+    first, store1 = _listener(data, 0, reuse=True)
+    try:
+        in_flight = first.incoming / "transfer.dcm"
+        in_flight.write_bytes(b"partial")
+        dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True).stdout.strip()
+        dead = data / "incoming" / f"{worker_name().split(':')[0]}:{dead_pid}:listen"
+        dead.mkdir(parents=True)
+        (dead / "cut.dcm").write_bytes(b"cut by a crash")
+        elsewhere = data / "incoming" / f"otherhost@00000000:{os.getpid()}:listen"  # not ours to judge
+        elsewhere.mkdir()
+        second, store2 = _listener(data, first.port, reuse=True)
+        second.stop()
+        store2.close()
+        assert in_flight.exists(), "a starting listener removed another listener's transfer"
+        assert not dead.exists() and elsewhere.is_dir()
+    finally:
+        first.stop()
+        store1.close()
