@@ -126,11 +126,35 @@ def ingest_cds(groups: list[list[Path]], work: Path, repeats: int, db: PostgresS
         data.mkdir(parents=True)
         with contextlib.ExitStack() as stack:
             for n in range(listeners):
-                stack.enter_context(cds_process(["listen"], data, env, work / f"listen-{r}-{n}.log"))
-                wait_port_open(port, timeout_s=60)
+                proc = stack.enter_context(cds_process(["listen"], data, env, work / f"listen-{r}-{n}.log"))
+                wait_listening(proc, port, timeout_s=60)
             times.append(storescu_parallel(groups, port, "CDS"))
         shutil.rmtree(data, ignore_errors=True)
     return times
+
+
+def wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> None:
+    """Until ``proc`` itself listens on ``port``: with SO_REUSEPORT the port answers as soon as the
+    first listener is up, so an open port says nothing of the second (Linux /proc)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cds listen exited with {proc.returncode}")
+        inodes = set()
+        for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port and f[9] in inodes:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"cds listen (pid {proc.pid}) not listening on {port} after {timeout_s:.0f} s")
 
 
 def ingest_orthanc(groups: list[list[Path]], work: Path, repeats: int) -> list[float]:
