@@ -11,7 +11,6 @@ as an evaluated option in the card, not shipped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from models.crossmodal.crop import CROP
 from models.crossmodal.training.data import Arrays, patches_to_input
 from models.crossmodal.training.loop import embed
 from models.crossmodal.training.net import CrossModalNet, MammoEncoder
-from models.training.files import sha256_file
+from models.training.files import finite, sha256_file
 from synthetic.phantoms.paired import PATCH_CLASSES
 
 MODEL_NAME = "crossmodal-alignment"
@@ -82,17 +81,6 @@ def write_bank(bank: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def _finite(obj: Any) -> Any:
-    """NaN/inf (undefined metrics) become JSON null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def model_card(out_dir: Path, metrics: dict, extra: dict, training_data: str, dim: int) -> ModelCard:
     """The card of the shipped files in ``out_dir`` (hashes computed from the files as written)."""
     onnx_path, bank_path = out_dir / ONNX_NAME, out_dir / BANK_NAME
@@ -123,7 +111,7 @@ def model_card(out_dir: Path, metrics: dict, extra: dict, training_data: str, di
                  "class_logits": {"classes": list(MAMMO_CLASSES)},
                  "reference_bank": {"file": BANK_NAME, "classes": list(PATCH_CLASSES),
                                     "similarity": "cosine (dot product of normalised embeddings)"}},
-        metrics=_finite(metrics),
-        extra=_finite(extra),
+        metrics=finite(metrics),
+        extra=finite(extra),
         weights_sha256={onnx_path.name: sha256_file(onnx_path), bank_path.name: sha256_file(bank_path)},
     )

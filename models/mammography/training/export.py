@@ -18,6 +18,7 @@ from models.mammography.training.config import (
     EvalResult,
 )
 from models.mammography.training.net import N_GRADES, ExportWrapper, MammoNet
+from models.training.files import finite
 from models.training.files import sha256_file as _sha256
 
 
@@ -53,17 +54,6 @@ def onnx_parity(net: MammoNet, path: Path, x: np.ndarray) -> dict:
         for name, r, g in zip(("class_logits", "lesion_prob", "grade_probs"), ref, got):
             out[f"{name}@alpha={alpha}"] = float(np.abs(r - g).max())
     return out
-
-
-def _finite(obj):
-    """NaN/inf (a metric undefined on these data, e.g. AUC with one class) become JSON null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _card(ev: EvalResult, lovo: dict, parity: dict, onnx_path: Path, training_data: str,
@@ -107,8 +97,8 @@ def _card(ev: EvalResult, lovo: dict, parity: dict, onnx_path: Path, training_da
                                  "min_component_pixels": MIN_LESION_PIXELS,
                                  "report_when_p_normal_at_most": ev.lesion_gate},
                  "grade_probs": {"grades": list(range(N_GRADES))}},
-        metrics=_finite({**ev.metrics, "lovo": lovo}),
-        calibration=_finite({"method": "temperature", "temperature": ev.temperature,
+        metrics=finite({**ev.metrics, "lovo": lovo}),
+        calibration=finite({"method": "temperature", "temperature": ev.temperature,
                      "fitted_on": "calibration split (held out from training)",
                      "ece_top_label_before": ev.metrics["ece_top_label_before"],
                      "ece_top_label_after": ev.metrics["ece_top_label_after"],

@@ -8,26 +8,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
-from cds.contracts.domain import MAMMO_CLASSES, InstanceRecord, PatientRef, StudyInput
+from cds.contracts.domain import MAMMO_CLASSES, PatientRef, StudyInput
 from cds.contracts.model import ModelUnavailable
 from cds.contracts.settings import Settings
 from synthetic.phantoms.mammography import generate_exam
+from tests.unit.models.mammography.study_input import study_input
 
 PATIENT = PatientRef(patient_id="RT-1", name="Runtime^Test", sex="F")
 
 
 def _study(truth) -> StudyInput:
-    insts = []
-    for im in truth.images:
-        ds = pydicom.dcmread(im.path, stop_before_pixels=True)
-        insts.append(InstanceRecord(sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
-                                    study_instance_uid=ds.StudyInstanceUID,
-                                    series_instance_uid=ds.SeriesInstanceUID, modality="MG", path=im.path))
-    return StudyInput(study_instance_uid=truth.study_instance_uid, modality="MG", patient=PATIENT,
-                      instances=insts)
+    return study_input(truth, PATIENT)
 
 
 def test_missing_weights_raise_model_unavailable(tmp_path: Path) -> None:
