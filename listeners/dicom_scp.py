@@ -40,7 +40,7 @@ from cds.intake.structure import STATUS_INTERNAL
 from cds.security.tls import dicom_server_context
 from cds.store import Store, worker_name
 from cds.store.durable import OUT_OF_SPACE
-from cds.store.jobs import process_gone
+from cds.store.jobs import process_gone, process_space
 from listeners.dicom_admission import RejectionLog, printable_ae, rejection_reason
 from listeners.dicom_guard import NetLimits, install_guard
 from listeners.dicom_tls import identity_check
@@ -239,8 +239,9 @@ class DicomListener:
         shared spool one listener's start never removes another's transfers in flight; the folders
         of dead listeners this one can see are removed, the rest age out (retention)."""
         self.incoming.mkdir(parents=True, exist_ok=True)
+        space = process_space()
         for folder in self.settings.incoming_dir.iterdir():
-            if folder.is_dir() and folder != self.incoming and process_gone(folder.name):
+            if folder.is_dir() and folder != self.incoming and process_gone(folder.name, space):
                 shutil.rmtree(folder, ignore_errors=True)
 
     # -- handlers ---------------------------------------------------------------------------

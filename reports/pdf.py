@@ -302,14 +302,13 @@ def render_html(context: dict[str, Any]) -> str:
 
 
 def warm_up() -> None:
-    """Load WeasyPrint, its fonts and the report stylesheet once, off the critical path: the first
-    PDF of a process otherwise pays about a second for them, on the first patient's report."""
-    from weasyprint import CSS, HTML
+    """Load WeasyPrint and its fonts once, off the critical path: the first PDF of a process
+    otherwise pays about a second for them, on the first patient's report."""
+    from weasyprint import HTML
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    css = [CSS(filename=str(f)) for f in sorted(TEMPLATES.glob("*.css"))]
-    HTML(string="<p>warm-up</p>", base_url=str(TEMPLATES)).write_pdf(stylesheets=css)
+    HTML(string="<p>warm-up</p>", base_url=str(TEMPLATES)).write_pdf()
 
 
 def render_pdf(context: dict[str, Any]) -> bytes:

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from cds.audit.trail import disclosure_event, record
+from cds.audit.trail import disclosure_event
 from cds.contracts.handoffs import OutboxItem
 from cds.contracts.settings import Settings
 from cds.store import Store
@@ -22,13 +22,6 @@ def _peer(settings: Settings, destination: str) -> str:
     if destination == "fhir":
         return settings.fhir_base_url
     return str(settings.output_dir)
-
-
-def audit_delivery(settings: Settings, store: Store, item: OutboxItem, response: str) -> None:
-    """Record the delivery of ``item`` now, outside any transaction (see :func:`delivery_event`)."""
-    event = delivery_event(settings, store, item, response)
-    if event is not None:
-        record(settings, event)
 
 
 def delivery_event(settings: Settings, store: Store, item: OutboxItem, response: str) -> dict[str, Any] | None:

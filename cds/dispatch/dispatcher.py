@@ -42,6 +42,10 @@ class Dispatcher:
         self.targets = Targets(settings)
         self.watch = PeerWatch(settings, store)
 
+    drain_idle_s = 5.0
+    """When idle, the audit records another process staged and could not drain (it died) are
+    looked for this often, not at every poll (each look is a store query)."""
+
     release_idle_s = 2.0
     """An association is released after this long with nothing to send, not at the first empty
     look: a study's SEG and SR are queued a few hundred ms apart, and a new association per output
@@ -122,6 +126,7 @@ class Dispatcher:
         again the items this deliverer held are due at once instead of after their lease."""
         held = False
         busy_at = float("inf")  # when the last delivery was handled; inf: no connection held since
+        drained_at = 0.0
         try:
             while not stop.is_set():
                 try:
@@ -148,7 +153,9 @@ class Dispatcher:
                     except Exception:  # a release that fails changes nothing delivered
                         log.warning("dispatcher: releasing an idle connection failed", exc_info=True)
                 if not handled:
-                    after_commit(self.settings, self.store)  # records left by a process that died before its drain
+                    if now - drained_at >= self.drain_idle_s:  # records a process left that died before its drain
+                        drained_at = now
+                        after_commit(self.settings, self.store)
                     # an output committed in this process wakes it at once; others' at the next poll
                     self.store.outputs_ready.wait(seen, idle_s)
         finally:

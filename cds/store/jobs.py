@@ -46,11 +46,12 @@ def worker_name(suffix: str = "") -> str:
     return f"{name}:{suffix}" if suffix else name
 
 
-def process_gone(name: str) -> bool:
+def process_gone(name: str, space: str = "") -> bool:
     """True when ``name`` (a :func:`worker_name`) is a process of this process space that no longer
-    runs; a process elsewhere, or one still alive, is never judged gone."""
+    runs; a process elsewhere, or one still alive, is never judged gone. ``space``: this process's
+    :func:`process_space`, when the caller judges many names (read from /proc otherwise)."""
     parts = name.split(":")
-    if len(parts) < 2 or parts[0] != process_space() or not parts[1].isdigit():
+    if len(parts) < 2 or parts[0] != (space or process_space()) or not parts[1].isdigit():
         return False
     pid = int(parts[1])
     return pid == os.getpid() or not _pid_alive(pid)
@@ -234,12 +235,13 @@ class JobStore(Database):
         """
         n = 0
         now = time.time()
+        space = process_space()
         with self.tx() as con:
             for table, state in (("jobs", "queued"), ("outbox", "pending")):
                 busy = "running" if table == "jobs" else "delivering"
                 due = "next_run_at" if table == "jobs" else "next_attempt_at"
                 for r in con.execute(f"SELECT id, worker FROM {table} WHERE state=?", (busy,)).fetchall():
-                    if process_gone(r["worker"] or ""):
+                    if process_gone(r["worker"] or "", space):
                         con.execute(
                             f"UPDATE {table} SET state=?, {due}=?, lease_until=NULL WHERE id=?",
                             (state, now, r["id"]),

@@ -33,6 +33,7 @@ from cds.contracts.domain import (
 from cds.contracts.errors import InvalidWeights, ModelUnavailable
 from cds.contracts.settings import Settings
 from models.crossmodal.crop import CROP, lesion_centre, lesion_crop
+from models.sessions import cpu_session
 from models.weights import load_weights, weights_dir
 
 MODEL = "crossmodal"
@@ -118,15 +119,9 @@ def load_bank(path: Path) -> ReferenceBank:
 
 def _session(path: Path):  # noqa: ANN202 (onnxruntime.InferenceSession, imported lazily)
     try:
-        import onnxruntime as ort
+        return cpu_session(path)
     except ImportError as exc:
         raise ModelUnavailable(f"{MODEL} model needs onnxruntime: {exc}") from exc
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise InvalidWeights(f"{MODEL} encoder {path} is not a loadable ONNX model: {exc}") from exc
 

@@ -49,6 +49,7 @@ from models.mammography.preprocess import (
 )
 from models.mammography.study_images import study_images
 from models.operating_points import resolve as resolve_operating_point
+from models.sessions import cpu_session
 from models.uids import derived_uid
 from models.weights import load_weights, weights_dir
 
@@ -100,14 +101,7 @@ class MammographyModel:
 
     def __init__(self, onnx_path: Path, card: ModelCard, card_path: Path, settings: Settings,
                  evidence: crossmodal.CrossModalEvidence | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        opts.inter_op_num_threads = 1
-        # no busy-waiting: the service shares its CPU cores with listeners and other models
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(onnx_path, threads=2)
         self.card = card
         self.identity = card.identity(card_path)
         self.tta = bool(settings.tta)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from app.cli import app
 from cds.audit import trail
 from cds.audit.chain import append, verify
-from cds.audit.disclosure import audit_delivery
+from cds.audit.disclosure import delivery_event
 from cds.contracts.settings import Settings
 
 
@@ -82,7 +82,7 @@ def test_disclosure_with_unreadable_job_is_marked_patient_unknown(tmp_path, capl
     item = SimpleNamespace(id=17, meta=SimpleNamespace(job_id=42), destination="output", kind="pdf",
                            key="k/report.pdf")
     with caplog.at_level(logging.WARNING, logger="cds.audit.disclosure"):
-        audit_delivery(s, Store(), item, "written")
+        trail.record(s, delivery_event(s, Store(), item, "written"))
     assert "outbox item 17" in caplog.text and "job 42" in caplog.text
     rec = json.loads(trail.audit_path(s).read_text().splitlines()[-1])
     patients = [e for e in rec["event"]["entity"] if e["role"]["code"] == "1"]
